@@ -1,0 +1,1 @@
+"""rulectl: keeps a Linux Docker host stable by declarative rules."""

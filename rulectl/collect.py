@@ -1,0 +1,349 @@
+"""Collect: turns raw readings of /proc (or the kernel modules) into a Snapshot.
+
+A reading (`RawSample`) holds cumulative counters; the Collector keeps the
+previous reading and turns counter deltas into CPU % over a monotonic clock.
+Container names, images and labels come from one Docker list call per tick;
+metrics never come from the Docker stats API (it blocks 1-2 s per container).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rulectl import procfs
+from rulectl.model import ContainerFacts, HostFacts, ProcessFacts, Snapshot
+
+log = logging.getLogger(__name__)
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
+NS_PER_TICK = 1_000_000_000 // CLOCK_TICKS
+
+
+@dataclass(frozen=True)
+class RawProcess:
+    pid: int
+    ppid: int
+    name: str
+    cmdline: str
+    state: str
+    container_id: str | None
+    vsz_kb: int
+    rss_kb: int
+    cpu_time_ns: int
+    start_ticks: int
+    cgroup: str | None = None
+
+    @property
+    def key(self) -> tuple[int, int]:
+        """A reused PID is a new process: key on pid and start time."""
+        return (self.pid, self.start_ticks)
+
+
+@dataclass(frozen=True)
+class RawSample:
+    """Cumulative readings at one moment, from any source."""
+
+    monotonic_s: float
+    wall_s: float
+    mem: procfs.MemInfo
+    cpu: procfs.CpuTimes
+    processes: list[RawProcess]
+    source: str
+
+
+@dataclass(frozen=True)
+class ContainerMeta:
+    """What Docker knows of a running container (no metrics)."""
+
+    id: str
+    name: str
+    image: str
+    labels: dict[str, str]
+    created: float
+    status: str = "running"
+
+
+class ProcfsSource:
+    """Reads every process from /proc (or a fixture tree with the same layout)."""
+
+    name = "procfs"
+
+    def __init__(self, proc_root: str | Path = "/proc") -> None:
+        self.proc_root = Path(proc_root)
+
+    def read(self, clock: Callable[[], float], wall: Callable[[], float]) -> RawSample:
+        mem = procfs.parse_meminfo(_read_text(self.proc_root / "meminfo"))
+        cpu = procfs.parse_proc_stat(_read_text(self.proc_root / "stat"))
+        now_s, wall_s = clock(), wall()
+        processes = [p for p in map(self.read_process, self._pids()) if p]
+        return RawSample(now_s, wall_s, mem, cpu, processes, self.name)
+
+    def _pids(self) -> list[int]:
+        return [int(d) for d in os.listdir(self.proc_root) if d.isdigit()]
+
+    def read_process(self, pid: int) -> RawProcess | None:
+        """One process, or None when it vanished or became unreadable meanwhile.
+
+        Any of its files may disappear between listing /proc and reading them
+        (FileNotFoundError, ProcessLookupError on some kernels), or be empty for
+        a zombie; such a process is skipped for this tick.
+        """
+        base = self.proc_root / str(pid)
+        try:
+            stat = procfs.parse_stat(_read_text(base / "stat"))
+            cmdline = procfs.parse_cmdline(_read_bytes(base / "cmdline"))
+            cgroup_text = _read_text(base / "cgroup")
+        except (OSError, ValueError, IndexError):
+            return None
+        return RawProcess(
+            pid=stat.pid,
+            ppid=stat.ppid,
+            name=stat.name,
+            cmdline=cmdline,
+            state=stat.state,
+            container_id=procfs.container_id_from_cgroup(cgroup_text),
+            vsz_kb=stat.vsz_bytes // 1024,
+            rss_kb=stat.rss_pages * PAGE_KB,
+            cpu_time_ns=stat.cpu_ticks * NS_PER_TICK,
+            start_ticks=stat.start_ticks,
+            cgroup=procfs.cgroup_path_of(cgroup_text),
+        )
+
+
+def _read_text(path: Path) -> str:
+    with open(path, "rb") as f:
+        return f.read().decode("utf-8", "replace")
+
+
+def _read_bytes(path: Path) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def cpu_percent(cpu_delta_ns: int, interval_s: float) -> float | None:
+    """CPU % with 100 % = one full core; None when no interval has passed."""
+    if interval_s <= 0 or cpu_delta_ns < 0:
+        return None
+    return 100.0 * cpu_delta_ns / 1e9 / interval_s
+
+
+@dataclass
+class _Previous:
+    sample: RawSample
+    cpu_ns: dict[tuple[int, int], int] = field(default_factory=dict)
+    containers: set[str] = field(default_factory=set)
+
+
+class Collector:
+    """Keeps the previous reading and produces Snapshots with rates."""
+
+    def __init__(
+        self,
+        source: ProcfsSource,
+        list_containers: Callable[[], list[ContainerMeta]] | None = None,
+        sys_root: str | Path = "/sys",
+        hostname: str | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.source = source
+        self.list_containers = list_containers or (lambda: [])
+        self.cgroup_root = Path(sys_root) / "fs" / "cgroup"
+        self.hostname = hostname or socket.gethostname()
+        self.clock = clock
+        self.wall = wall
+        self._previous: _Previous | None = None
+
+    def sample(self, raw: RawSample | None = None) -> Snapshot:
+        """Reads once (or takes a reading from another source) and rates it."""
+        raw = raw or self.source.read(self.clock, self.wall)
+        metas = self.list_containers()
+        snapshot = self._build(raw, metas, self._previous)
+        self._previous = _Previous(
+            sample=raw,
+            cpu_ns={p.key: p.cpu_time_ns for p in raw.processes},
+            containers={c.id for c in snapshot.containers},
+        )
+        return snapshot
+
+    def _build(
+        self, raw: RawSample, metas: list[ContainerMeta], prev: _Previous | None
+    ) -> Snapshot:
+        interval_s = raw.monotonic_s - prev.sample.monotonic_s if prev else 0.0
+        mem_total_kb = max(raw.mem.total_kb, 1)
+
+        processes = [
+            self._process_facts(p, prev, interval_s, mem_total_kb)
+            for p in raw.processes
+        ]
+        containers = self._container_facts(
+            raw, processes, metas, prev, mem_total_kb
+        )
+        host = HostFacts(
+            name=self.hostname,
+            ncpu=raw.cpu.ncpu,
+            mem_total_kb=raw.mem.total_kb,
+            mem_free_kb=raw.mem.free_kb,
+            mem_used_kb=raw.mem.used_kb,
+            cpu_percent=_host_cpu_percent(raw, prev),
+        )
+        return Snapshot(raw.wall_s, host, containers, processes, raw.source)
+
+    @staticmethod
+    def _process_facts(
+        p: RawProcess, prev: _Previous | None, interval_s: float, mem_total_kb: int
+    ) -> ProcessFacts:
+        before_ns = prev.cpu_ns.get(p.key) if prev else None
+        cpu = None
+        if before_ns is not None:
+            cpu = cpu_percent(p.cpu_time_ns - before_ns, interval_s)
+        return ProcessFacts(
+            pid=p.pid,
+            ppid=p.ppid,
+            name=p.name,
+            cmdline=p.cmdline,
+            state=p.state,
+            container_id=p.container_id,
+            vsz_kb=p.vsz_kb,
+            rss_kb=p.rss_kb,
+            mem_percent=100.0 * p.rss_kb / mem_total_kb,
+            cpu_percent=cpu,
+        )
+
+    def _container_facts(
+        self,
+        raw: RawSample,
+        processes: list[ProcessFacts],
+        metas: list[ContainerMeta],
+        prev: _Previous | None,
+        mem_total_kb: int,
+    ) -> list[ContainerFacts]:
+        """Sums each container's processes, children included.
+
+        A container seen for the first time has no CPU % yet. Its CPU % is the
+        sum over its processes that were also seen in the previous reading; a
+        child that started and ended between two readings is not counted.
+        """
+        members: dict[str, list[ProcessFacts]] = {}
+        for p in processes:
+            if p.container_id:
+                members.setdefault(p.container_id, []).append(p)
+
+        cgroups = {p.pid: p.cgroup for p in raw.processes if p.container_id}
+        known = {m.id: m for m in metas}
+        ids = list(known) + [cid for cid in members if cid not in known]
+        result = []
+        for cid in ids:
+            meta = known.get(cid) or ContainerMeta(cid, cid[:12], "", {}, 0.0)
+            procs = members.get(cid, [])
+            seen_before = prev is not None and cid in prev.containers
+            rates = [p.cpu_percent for p in procs if p.cpu_percent is not None]
+            rss_kb = sum(p.rss_kb for p in procs)
+            result.append(
+                ContainerFacts(
+                    id=cid,
+                    name=meta.name,
+                    image=meta.image,
+                    labels=dict(meta.labels),
+                    created=meta.created,
+                    pids=sorted(p.pid for p in procs),
+                    cpu_percent=sum(rates) if seen_before and procs else None,
+                    mem_rss_kb=rss_kb,
+                    mem_percent=100.0 * rss_kb / mem_total_kb,
+                    vsz_kb=sum(p.vsz_kb for p in procs),
+                    status=meta.status,
+                    mem_working_set_kb=self._working_set_kb(procs, cgroups),
+                )
+            )
+        return result
+
+    def _working_set_kb(
+        self, procs: list[ProcessFacts], cgroups: dict[int, str | None]
+    ) -> int | None:
+        for p in procs:
+            path = cgroups.get(p.pid)
+            if path:
+                return read_cgroup_working_set_kb(self.cgroup_root, path)
+        return None
+
+
+def _host_cpu_percent(raw: RawSample, prev: _Previous | None) -> float | None:
+    """Host CPU % on the same scale as processes: 100 % per busy core."""
+    if prev is None:
+        return None
+    total = raw.cpu.total_ticks - prev.sample.cpu.total_ticks
+    busy = raw.cpu.busy_ticks - prev.sample.cpu.busy_ticks
+    if total <= 0 or busy < 0:
+        return None
+    return 100.0 * raw.cpu.ncpu * busy / total
+
+
+def read_cgroup_working_set_kb(cgroup_root: Path, cgroup_path: str) -> int | None:
+    """A cgroup's memory less inactive page cache, or None if unreadable."""
+    base = cgroup_root / cgroup_path.lstrip("/")
+    candidates = [
+        (base / "memory.current", base / "memory.stat"),
+        (
+            cgroup_root / "memory" / cgroup_path.lstrip("/") / "memory.usage_in_bytes",
+            cgroup_root / "memory" / cgroup_path.lstrip("/") / "memory.stat",
+        ),
+    ]
+    for usage_file, stat_file in candidates:
+        try:
+            usage = int(_read_text(usage_file).strip())
+            return procfs.parse_cgroup_memory_kb(usage, _read_text(stat_file))
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+def docker_lister(client: object) -> Callable[[], list[ContainerMeta]]:
+    """One low-level list call per tick: names, images, labels; no inspect.
+
+    The high-level `containers.list()` inspects each container and fails with
+    404 when one disappears mid-list; the plain list call cannot.
+    """
+    import docker.errors
+
+    failures = 0
+
+    def list_containers() -> list[ContainerMeta]:
+        nonlocal failures
+        try:
+            rows = client.api.containers(filters={"status": "running"})
+        except (docker.errors.DockerException, OSError) as exc:
+            failures += 1
+            if failures == 1 or failures % 30 == 0:
+                log.warning(
+                    "cannot list containers from Docker (%d times so far): %s; "
+                    "deciding without names and labels",
+                    failures,
+                    exc,
+                )
+            return []
+        if failures:
+            log.info("Docker answers again after %d failed list calls", failures)
+            failures = 0
+        return [_meta_from_row(r) for r in rows]
+
+    return list_containers
+
+
+def _meta_from_row(row: dict) -> ContainerMeta:
+    names: Iterable[str] = row.get("Names") or []
+    name = next(iter(names), "").lstrip("/")
+    return ContainerMeta(
+        id=row["Id"],
+        name=name,
+        image=row.get("Image", ""),
+        labels=dict(row.get("Labels") or {}),
+        created=float(row.get("Created", 0)),
+        status=row.get("State", "running"),
+    )
