@@ -1,0 +1,47 @@
+"""Shared fixtures: the local Docker engine and clean-up of test containers.
+
+Tests that need Docker talk to the real engine that scripts/setup-host.sh
+starts. When it cannot be reached they fail, never skip: a suite that passes
+without its engine has tested nothing.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import docker
+import docker.errors
+import pytest
+
+TEST_LABEL = "rulectl.test"
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> Iterator[docker.DockerClient]:
+    try:
+        client = docker.from_env()
+        client.ping()
+    except docker.errors.DockerException as exc:
+        pytest.fail(
+            f"the Docker engine is unreachable ({exc}); start it with "
+            f"scripts/setup-host.sh (or run the suite through scripts/test.sh)",
+            pytrace=False,
+        )
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def test_labels(docker_client: docker.DockerClient) -> Iterator[dict[str, str]]:
+    """A label unique to this test; its containers are removed afterwards."""
+    labels = {TEST_LABEL: uuid.uuid4().hex}
+    yield labels
+
+    selector = f"{TEST_LABEL}={labels[TEST_LABEL]}"
+    leftovers = docker_client.api.containers(all=True, filters={"label": selector})
+    for summary in leftovers:
+        try:
+            docker_client.api.remove_container(summary["Id"], force=True)
+        except docker.errors.NotFound:
+            pass
