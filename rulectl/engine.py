@@ -61,14 +61,29 @@ class RuleEvent:
     facts: dict[str, Any]
 
 
+def container_type(
+    ruleset: RuleSet, name: str, image: str, labels: dict[str, str]
+) -> str | None:
+    """The first type whose matcher fits, or None."""
+    return next((t for t, m in ruleset.types if m.matches(name, image, labels)), None)
+
+
+def select_one(
+    rule: Rule, ruleset: RuleSet, name: str, image: str, labels: dict[str, str]
+) -> bool:
+    """Whether a container with these attributes is in the rule's selection
+    (protection aside)."""
+    if rule.select.types is not None:
+        if container_type(ruleset, name, image, labels) not in rule.select.types:
+            return False
+    return rule.select.matcher.matches(name, image, labels)
+
+
 def classify(snapshot: Snapshot, ruleset: RuleSet) -> list[Candidate]:
     host = snapshot.host
     result = []
     for c in snapshot.containers:
-        ctype = next(
-            (name for name, m in ruleset.types if m.matches(c.name, c.image, c.labels)),
-            None,
-        )
+        ctype = container_type(ruleset, c.name, c.image, c.labels)
         protected = any(m.matches(c.name, c.image, c.labels) for m in ruleset.protect)
         facts = {
             "cpu_percent": c.cpu_percent,
@@ -242,12 +257,16 @@ class Decider:
     ruleset: RuleSet
     matcher: Matcher
     streaks: dict[tuple[str, str], int] = field(default_factory=dict)
+    # What the last tick saw, for explanations (dry-run).
+    candidates: list[Candidate] = field(default_factory=list)
+    events: list[RuleEvent] = field(default_factory=list)
 
     def decide(self, snapshot: Snapshot) -> list[Decision]:
         candidates = classify(snapshot, self.ruleset)
         events = rule_events(self.ruleset, candidates)
         hits = self.matcher.match(events)
         self._update_streaks(hits)
+        self.candidates, self.events = candidates, events
 
         by_key = {(ev.rule, ev.container_id): ev for ev in events}
         names = {c.container.id: c.container.name for c in candidates}
@@ -258,8 +277,7 @@ class Decider:
                 (by_key[h] for h in hits if h[0] == rule.name), key=lambda e: e.rank
             )
             for ev in ranked:
-                if self.streaks[(rule.name, ev.container_id)] < rule.for_ticks:
-                    continue
+                streak = self.streaks[(rule.name, ev.container_id)]
                 decision = Decision(
                     rule=rule.name,
                     action=rule.action,
@@ -269,10 +287,17 @@ class Decider:
                     reason=_reason(rule, ev, self.streaks),
                     facts=_facts_for_record(ev.facts),
                 )
-                if ev.container_id in claimed:
+                if streak < rule.for_ticks:
+                    decision.outcome = "skipped"
+                    decision.detail = (
+                        f"condition held {streak} of {rule.for_ticks} "
+                        "consecutive ticks needed"
+                    )
+                elif ev.container_id in claimed:
                     decision.outcome = "skipped"
                     decision.detail = "already acted on by an earlier rule this tick"
-                claimed.add(ev.container_id)
+                else:
+                    claimed.add(ev.container_id)
                 decisions.append(decision)
         return decisions
 

@@ -3,7 +3,8 @@
 Stages, each with its own codes (every finding names file, line, column and
 the JSON pointer of the node):
 
-    YAML       Y001 syntax, Y002 duplicate key, Y003/Y004 YAML 1.1 surprises
+    YAML       Y001 syntax, Y002 duplicate key, Y003/Y004 YAML 1.1 surprises,
+               Y005 tag not allowed
     schema     S001 (rules.schema.json, shipped in the package)
     semantics  R001 `when` syntax, R002 unknown field, R003 type mismatch,
                R004 unknown type, R005 duplicate name, R006 unknown
@@ -184,7 +185,9 @@ def _explain(error: jsonschema.ValidationError, pointer: str) -> tuple[str, str,
     got = _JSON_TYPES.get(type(error.instance), type(error.instance).__name__)
     match error.validator:
         case "type":
-            return f"expected {error.validator_value}, got {got}", pointer, False
+            # An empty value has no place of its own: point at its key.
+            on_key = error.instance is None
+            return f"expected {error.validator_value}, got {got}", pointer, on_key
         case "required":
             missing = error.message.split("'")[1]
             return f"missing required key {missing!r}", pointer, False

@@ -91,8 +91,20 @@ def load(path: str, text: str) -> tuple[Document | None, list[Finding]]:
     return doc, findings
 
 
+_PLAIN_TAGS = {
+    f"tag:yaml.org,2002:{name}"
+    for name in ("map", "seq", "str", "int", "float", "bool", "null")
+}
+
+
 def _build(node: yaml.Node, pointer: str, doc: Document, out: list[Finding]) -> Any:
-    doc.positions[pointer] = (node.start_mark.line + 1, node.start_mark.column + 1)
+    line, col = node.start_mark.line + 1, node.start_mark.column + 1
+    doc.positions[pointer] = (line, col)
+    if node.tag not in _PLAIN_TAGS:
+        # Rule files are data: no timestamps, binaries or Python objects.
+        out.append(Finding(doc.path, line, col, "Y005", f"tag {node.tag} is not allowed",
+                           pointer))
+        return None
     if isinstance(node, yaml.MappingNode):
         return _build_mapping(node, pointer, doc, out)
     if isinstance(node, yaml.SequenceNode):

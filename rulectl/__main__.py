@@ -1,0 +1,3 @@
+from rulectl.cli import main
+
+raise SystemExit(main())

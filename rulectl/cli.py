@@ -1,0 +1,310 @@
+"""Command line: run, validate, dry-run, facts, spawn.
+
+Exit status: 0 success (validate: valid), 1 invalid input or a failed
+command, 2 could not run (bad config, unreadable files, Docker unreachable).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import logging.handlers
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from rulectl.config import Config, ConfigError, load_config
+from rulectl.yamlpos import Finding
+
+log = logging.getLogger("rulectl")
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(filename)s:%(lineno)d %(message)s"
+
+
+def setup_logging(verbose: bool, log_file: Path | None = None) -> None:
+    root = logging.getLogger()
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    formatter = logging.Formatter(LOG_FORMAT)
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if log_file is not None:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        # Reopens the file when log rotation moves it away.
+        handlers.append(logging.handlers.WatchedFileHandler(log_file))
+    for handler in handlers:
+        handler.setFormatter(formatter)
+        root.addHandler(handler)
+    for noisy in ("urllib3", "docker", "alembic"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    args.config = getattr(args, "config", None)
+    args.verbose = getattr(args, "verbose", False)
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        for f in exc.findings:
+            print(f, file=sys.stderr)
+        print(f"rulectl: the configuration is invalid ({len(exc.findings)} findings)",
+              file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    # Accepted before or after the command; SUPPRESS keeps a subcommand's
+    # unset option from overwriting one given before it.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", type=Path, default=argparse.SUPPRESS,
+                        help="config file (default: ./config.yaml, else "
+                        "/etc/rulectl/config.yaml)")
+    common.add_argument("-v", "--verbose", action="store_true",
+                        default=argparse.SUPPRESS, help="debug logging")
+
+    parser = argparse.ArgumentParser(
+        prog="rulectl", description="Keeps a Docker host stable by declarative rules.",
+        parents=[common],
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", parents=[common], help="the daemon")
+    run.add_argument("--once", action="store_true",
+                     help="one full tick (baseline, decide, act, store), then exit")
+    run.set_defaults(func=cmd_run)
+
+    validate = sub.add_parser("validate", parents=[common],
+                              help="check rule files and the config")
+    validate.add_argument("paths", nargs="*", type=Path,
+                          help="rule files or directories (default: rules_dir)")
+    validate.add_argument("--format", choices=["text", "json"], default="text")
+    validate.set_defaults(func=cmd_validate)
+
+    dry = sub.add_parser("dry-run", parents=[common],
+                         help="show what would be done now, and why; act on nothing")
+    dry.add_argument("--facts", type=Path, help="a snapshot from `rulectl facts`")
+    dry.add_argument("--rules", type=Path, help="rule file or directory "
+                     "(default: rules_dir)")
+    dry.add_argument("--format", choices=["text", "json"], default="text")
+    dry.set_defaults(func=cmd_dry_run)
+
+    facts = sub.add_parser("facts", parents=[common], help="print the current snapshot")
+    facts.add_argument("--format", choices=["text", "json"], default="text")
+    facts.set_defaults(func=cmd_facts)
+
+    spawn = sub.add_parser("spawn", parents=[common],
+                           help="start test containers of random types")
+    spawn.add_argument("--count", type=int, default=10)
+    spawn.set_defaults(func=cmd_spawn)
+    return parser
+
+
+# -- run -------------------------------------------------------------------
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from rulectl.daemon import Daemon, StartupError
+
+    config = load_config(args.config)
+    setup_logging(args.verbose, config.log_file)
+    daemon = Daemon(config, once=args.once)
+    daemon.install_signal_handlers()
+    log.info("rulectl starting with %s", config.path)
+    try:
+        return daemon.run()
+    except StartupError as exc:
+        log.error("cannot start: %s", exc)
+        return 2
+
+
+# -- validate --------------------------------------------------------------
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from rulectl.rules import load_rules, rule_files
+
+    findings: list[Finding] = []
+    config: Config | None = None
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        findings += exc.findings
+    paths = args.paths or ([config.rules_dir] if config else [])
+    missing = [p for p in paths if not p.exists()]
+    if missing:
+        for p in missing:
+            print(f"rulectl: no such file or directory: {p}", file=sys.stderr)
+        return 2
+    files = rule_files(paths)
+    if paths:
+        findings += load_rules(paths).findings
+
+    errors = sum(f.severity == "error" for f in findings)
+    warnings = len(findings) - errors
+    if args.format == "json":
+        print(json.dumps({"findings": [f.to_json() for f in findings],
+                          "errors": errors, "warnings": warnings,
+                          "files": [str(f) for f in files]}, indent=2))
+    else:
+        for f in findings:
+            print(f)
+        print(f"{len(files)} rule files checked: {errors} errors, {warnings} warnings")
+    return 1 if errors else 0
+
+
+# -- dry-run ---------------------------------------------------------------
+
+
+def cmd_dry_run(args: argparse.Namespace) -> int:
+    from rulectl.engine import Decider, DurableMatcher
+    from rulectl.model import FactsError, Snapshot
+    from rulectl.rules import load_rules
+
+    config = load_config(args.config)
+    result = load_rules([args.rules or config.rules_dir])
+    if not result.ok:
+        for f in result.findings:
+            print(f, file=sys.stderr)
+        print("rulectl: the rules are invalid; run `rulectl validate`", file=sys.stderr)
+        return 1
+    if args.facts:
+        try:
+            snapshot = Snapshot.from_json(json.loads(args.facts.read_text()))
+        except (OSError, ValueError, FactsError) as exc:
+            print(f"rulectl: cannot read facts from {args.facts}: {exc}",
+                  file=sys.stderr)
+            return 2
+    else:
+        snapshot = _live_snapshot(config)
+        if snapshot is None:
+            return 2
+
+    decider = Decider(result.ruleset, DurableMatcher(result.ruleset))
+    decisions = decider.decide(snapshot)
+    report = _dry_run_report(decider, decisions)
+    if args.format == "json":
+        print(json.dumps(report, indent=2))
+    else:
+        _print_dry_run(report)
+    return 0
+
+
+def _dry_run_report(decider: Any, decisions: list) -> dict[str, Any]:
+    ruleset = decider.ruleset
+    acted = {d.container_id for d in decisions if d.outcome == "pending"}
+    actions = [
+        {k: v for k, v in d.to_json().items() if k not in ("outcome", "detail")}
+        for d in decisions if d.outcome == "pending"
+    ]
+    skipped = []
+    for d in decisions:
+        if d.outcome == "skipped":
+            skipped.append({"container": {"id": d.container_id,
+                                          "name": d.container_name},
+                            "rule": d.rule, "reason": d.detail})
+    kept = {}
+    rules = {r.name: r for r in ruleset.rules}
+    for ev in decider.events:
+        rule = rules[ev.rule]
+        if rule.keep is not None and ev.keep_position <= rule.keep:
+            total = ev.rank + ev.keep_position - 1
+            kept.setdefault(ev.container_id, f"kept by {rule.name} "
+                            f"(rank {ev.rank} of {total}, {rule.keep} are kept)")
+    reported = acted | {s["container"]["id"] for s in skipped}
+    for cand in decider.candidates:
+        c = cand.container
+        if c.id in reported:
+            continue
+        if cand.protected:
+            reason = "protected"
+        else:
+            reason = kept.get(c.id, "no rule matched")
+        skipped.append({"container": {"id": c.id, "name": c.name}, "rule": None,
+                        "reason": reason})
+    return {"actions": actions, "skipped": skipped}
+
+
+def _print_dry_run(report: dict[str, Any]) -> None:
+    for a in report["actions"]:
+        c = a["container"]
+        print(f"would {a['action']} {c['name']} ({c['id'][:12]}): "
+              f"rule {a['rule']}: {a['reason']}")
+    for s in report["skipped"]:
+        c = s["container"]
+        rule = f"rule {s['rule']}: " if s["rule"] else ""
+        print(f"leaves {c['name']} ({c['id'][:12]}): {rule}{s['reason']}")
+    print(f"{len(report['actions'])} actions, {len(report['skipped'])} containers "
+          "left alone; nothing was done (dry-run)")
+
+
+def _live_snapshot(config: Config) -> Any:
+    """Two readings a second apart (CPU % needs two), with Docker metadata."""
+    from rulectl.collect import Collector, ProcfsSource, docker_lister
+    from rulectl.daemon import StartupError, connect_docker
+
+    try:
+        client = connect_docker(config, threading.Event(), attempts=1)
+    except StartupError as exc:
+        print(f"rulectl: {exc}", file=sys.stderr)
+        return None
+    collector = Collector(ProcfsSource("/proc"), docker_lister(client))
+    collector.sample()
+    time.sleep(1.0)
+    return collector.sample()
+
+
+# -- facts -----------------------------------------------------------------
+
+
+def cmd_facts(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    snapshot = _live_snapshot(config)
+    if snapshot is None:
+        return 2
+    if args.format == "json":
+        print(json.dumps(snapshot.to_json(), indent=2))
+        return 0
+    h = snapshot.host
+    print(f"host {h.name}: {h.ncpu} CPUs, CPU {_pct(h.cpu_percent)}, RAM used "
+          f"{h.mem_used_kb // 1024} of {h.mem_total_kb // 1024} MiB "
+          f"({h.mem_used_percent:.1f} %)")
+    print(f"{'CONTAINER':14} {'NAME':28} {'CPU %':>7} {'MEM %':>7} {'RSS MiB':>8}")
+    for c in snapshot.containers:
+        print(f"{c.short_id:14} {c.name[:28]:28} {_pct(c.cpu_percent):>7} "
+              f"{c.mem_percent:7.2f} {c.mem_rss_kb / 1024:8.1f}")
+    print(f"{len(snapshot.processes)} processes")
+    return 0
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+# -- spawn -----------------------------------------------------------------
+
+
+def cmd_spawn(args: argparse.Namespace) -> int:
+    from rulectl import workload
+    from rulectl.daemon import StartupError, connect_docker
+
+    config = load_config(args.config)
+    setup_logging(args.verbose)
+    try:
+        client = connect_docker(config, threading.Event(), attempts=1)
+    except StartupError as exc:
+        log.error("%s", exc)
+        return 2
+    cfg = workload.WorkloadConfig(image_prefix=config.image_prefix,
+                                  high_mem_mib=config.high_mem_mib)
+    try:
+        started = workload.spawn(client, cfg, args.count)
+    except workload.WorkloadError as exc:
+        log.error("cannot start test containers: %s", exc)
+        return 1
+    for s in started:
+        print(f"{s.name} {s.id[:12]} {s.type}")
+    return 0

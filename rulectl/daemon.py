@@ -1,0 +1,276 @@
+"""Daemon: wires the stages together and runs them every tick.
+
+Start-up, in order (as the system rulectl replaces did it):
+  1. logging with time, level and file:line      (cli.setup_logging)
+  2. Grafana                                      not started by this version:
+     the dashboards read the database directly, see README "Grafana"
+  3. data directory prepared, database created
+  4. rules loaded and validated                   (invalid: exit status 2)
+  5. Docker reached, with retries and backoff
+  6. cron job installed                           (test load every minute)
+  7. kernel modules                               not loaded by this version:
+     facts come from the userspace /proc reader
+  8. signal handlers (set before all of the above, so a stop is honoured
+     at any point)
+Then one baseline sample (CPU % needs two) and a tick every `interval_s`.
+Shut-down on SIGINT/SIGTERM: the cron job and the test containers it started
+are removed and a clean exit is logged.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import docker
+
+from rulectl import cron, procfs, workload
+from rulectl.act import DockerActor
+from rulectl.collect import Collector, ProcfsSource, docker_lister
+from rulectl.config import Config
+from rulectl.engine import Decider, DurableMatcher, classify
+from rulectl.guard import Guard
+from rulectl.model import Decision, Snapshot
+from rulectl.rules import RuleSet, load_rules
+from rulectl.store import Store
+
+log = logging.getLogger(__name__)
+
+BASELINE_WAIT_S = 1.0
+PRUNE_EVERY_S = 3600.0
+
+
+class StartupError(Exception):
+    """Start-up cannot go on; the message says why. Exit status 2."""
+
+
+@dataclass
+class TickResult:
+    tick: int
+    snapshot: Snapshot
+    decisions: list[Decision]
+
+
+def connect_docker(
+    config: Config, stop: threading.Event, attempts: int | None = None
+) -> docker.DockerClient:
+    """Connects to Docker, retrying with backoff (1, 2, 4 ... 30 s).
+
+    `attempts=None` retries until `stop` is set.
+    """
+    delay_s = 1.0
+    tried = 0
+    while True:
+        tried += 1
+        try:
+            if config.docker_url:
+                client = docker.DockerClient(
+                    base_url=config.docker_url, timeout=int(config.docker_timeout_s)
+                )
+            else:
+                client = docker.from_env(timeout=int(config.docker_timeout_s))
+            client.ping()
+            if tried > 1:
+                log.info("Docker answers after %d attempts", tried)
+            return client
+        except (docker.errors.DockerException, OSError) as exc:
+            where = config.docker_url or os.environ.get("DOCKER_HOST", "the local socket")
+            if attempts is not None and tried >= attempts:
+                raise StartupError(
+                    f"cannot reach Docker at {where} after {tried} attempts: {exc}"
+                ) from exc
+            log.warning(
+                "cannot reach Docker at %s (attempt %d): %s; retrying in %.0f s",
+                where, tried, _short(exc), delay_s,
+            )
+            if stop.wait(delay_s):
+                raise StartupError("stopped while waiting for Docker") from exc
+            delay_s = min(delay_s * 2, 30.0)
+
+
+def _short(exc: Exception) -> str:
+    text = str(exc)
+    return text if len(text) < 200 else text[:200] + "..."
+
+
+def load_ruleset_or_fail(config: Config) -> RuleSet:
+    result = load_rules([config.rules_dir])
+    for f in result.findings:
+        (log.error if f.severity == "error" else log.warning)("%s", f)
+    if not result.ok:
+        raise StartupError(
+            f"the rules in {config.rules_dir} are invalid "
+            f"({sum(f.severity == 'error' for f in result.findings)} errors)"
+        )
+    return result.ruleset
+
+
+def own_container_id(proc_root: Path = Path("/proc")) -> str | None:
+    """The container rulectl itself runs in, if any: never acted on."""
+    try:
+        return procfs.container_id_from_cgroup((proc_root / "self/cgroup").read_text())
+    except OSError:
+        return None
+
+
+class Daemon:
+    def __init__(self, config: Config, once: bool = False) -> None:
+        self.config = config
+        self.once = once
+        self.stop = threading.Event()
+        self.tick_no = 0
+        self._last_prune_s = 0.0
+        self._logged_skips: set[tuple[str, str, str]] = set()
+        self.client: docker.DockerClient | None = None
+        self.cron_installed = False
+
+    # -- life cycle -------------------------------------------------------
+
+    def install_signal_handlers(self) -> None:
+        def handle(signum: int, _frame: object) -> None:
+            # Only set the flag: the loop notices it within one wait.
+            log.info("received %s: finishing the current step and stopping",
+                     signal.Signals(signum).name)
+            self.stop.set()
+
+        signal.signal(signal.SIGTERM, handle)
+        signal.signal(signal.SIGINT, handle)
+
+    def start(self) -> None:
+        cfg = self.config
+        cfg.data_dir.mkdir(parents=True, exist_ok=True)
+        self.store = Store(cfg.db_url, host=_hostname())
+        log.info("database ready at %s", _redact(cfg.db_url))
+
+        self.ruleset = load_ruleset_or_fail(cfg)
+        version = self.store.record_ruleset(
+            time.time(), self.ruleset.fingerprint(), self.ruleset.file_hashes,
+            len(self.ruleset.rules),
+        )
+        log.info("rules loaded from %s: %d rules, version %d",
+                 cfg.rules_dir, len(self.ruleset.rules), version)
+
+        self.client = connect_docker(cfg, self.stop, attempts=3 if self.once else None)
+        self.actor = DockerActor(self.client, cfg.guard.stop_grace_s)
+        self.collector = Collector(ProcfsSource("/proc"), docker_lister(self.client))
+        log.info("facts source: userspace /proc reader")
+        self.decider = Decider(self.ruleset, DurableMatcher(self.ruleset))
+        self.guard = Guard(cfg.guard, dry_run=cfg.dry_run,
+                           own_container_id=own_container_id())
+        if cfg.dry_run:
+            log.warning("dry-run is on: decisions are recorded, nothing is done")
+
+        if cfg.cron.enabled and not self.once:
+            self.cron_installed = True
+            changed = cron.install_entry(self.spawn_command(), cfg.cron.schedule,
+                                         log_path=cfg.data_dir / "spawn.log")
+            log.info("cron job %s: %s, %d test containers each time",
+                     "installed" if changed else "already installed",
+                     cfg.cron.schedule, cfg.cron.count)
+
+    def spawn_command(self) -> list[str]:
+        return [sys.executable, "-m", "rulectl", "spawn",
+                "--count", str(self.config.cron.count),
+                "--config", str(self.config.path)]
+
+    def run(self) -> int:
+        """Start-up, ticks until stopped (or one tick), shut-down."""
+        try:
+            self.start()
+            self.collector.sample()  # baseline: CPU % needs two samples
+            wait_s = BASELINE_WAIT_S if self.once else self.config.interval_s
+            log.info("baseline sample taken; first decision in %.0f s", wait_s)
+            if self.once:
+                if not self.stop.wait(wait_s):
+                    self.tick()
+                return 0
+            while not self.stop.wait(wait_s):
+                started = time.monotonic()
+                self.tick()
+                wait_s = max(self.config.interval_s - (time.monotonic() - started), 0.0)
+            return 0
+        finally:
+            self.shutdown()
+
+    def shutdown(self) -> None:
+        if self.cron_installed:
+            try:
+                cron.remove_entry()
+                log.info("cron job removed")
+            except Exception as exc:  # noqa: BLE001 - keep shutting down
+                log.error("could not remove the cron job: %s", exc)
+        if self.client is not None and not self.once:
+            try:
+                removed = workload.remove_managed(self.client)
+                log.info("removed %d test containers", removed)
+            except Exception as exc:  # noqa: BLE001 - keep shutting down
+                log.error("could not remove the test containers: %s", exc)
+        log.info("rulectl stopped cleanly")
+
+    # -- one tick ---------------------------------------------------------
+
+    def tick(self) -> TickResult:
+        self.tick_no += 1
+        snapshot = self.collector.sample()
+        decisions = self.decider.decide(snapshot)
+        self.guard.review(decisions, self.ruleset, self.actor.inspect)
+        for d in decisions:
+            if d.outcome == "pending":
+                self.actor.carry_out(d)
+                if d.outcome == "done":
+                    self.guard.acted(d.container_id)
+        self._log_decisions(decisions)
+
+        types = {c.container.id: c.type for c in classify(snapshot, self.ruleset)}
+        self.store.record_tick(self.tick_no, snapshot, types, decisions, time.time())
+        self._maybe_prune()
+        return TickResult(self.tick_no, snapshot, decisions)
+
+    def _log_decisions(self, decisions: list[Decision]) -> None:
+        skips = set()
+        for d in decisions:
+            what = f"{d.action} {d.container_name} ({d.container_id[:12]})"
+            if d.outcome in ("done", "dry-run"):
+                log.info("%s: rule %s: %s; %s", what, d.rule, d.reason, d.detail)
+            elif d.outcome == "gone":
+                log.info("%s: rule %s: already gone (%s)", what, d.rule, d.detail)
+            elif d.outcome == "failed":
+                log.error("%s: rule %s: failed: %s", what, d.rule, d.detail)
+            else:
+                key = (d.rule, d.container_id, d.detail)
+                skips.add(key)
+                if key not in self._logged_skips:
+                    log.info("not doing %s: rule %s: %s", what, d.rule, d.detail)
+        self._logged_skips = skips
+
+    def _maybe_prune(self) -> None:
+        now = time.monotonic()
+        if now - self._last_prune_s < PRUNE_EVERY_S:
+            return
+        self._last_prune_s = now
+        cutoff = time.time() - self.config.retention_days * 86400
+        removed = self.store.prune(cutoff)
+        if removed:
+            log.info("pruned %d rows older than %g days", removed,
+                     self.config.retention_days)
+
+
+def _hostname() -> str:
+    import socket
+
+    return socket.gethostname()
+
+
+def _redact(url: str) -> str:
+    """A database URL without its password, for the log."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return url
+
