@@ -117,6 +117,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         return daemon.run()
     except StartupError as exc:
+        if daemon.stop.is_set():
+            return 0  # asked to stop while starting: not a failure
         log.error("cannot start: %s", exc)
         return 2
 
