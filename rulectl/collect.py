@@ -229,7 +229,9 @@ class Collector:
 
         A container seen for the first time has no CPU % yet. Its CPU % is the
         sum over its processes that were also seen in the previous reading; a
-        child that started and ended between two readings is not counted.
+        child that started and ended between two readings is not counted, and
+        a container none of whose processes was seen before (just restarted)
+        has no CPU % either.
         """
         members: dict[str, list[ProcessFacts]] = {}
         for p in processes:
@@ -254,7 +256,7 @@ class Collector:
                     labels=dict(meta.labels),
                     created=meta.created,
                     pids=sorted(p.pid for p in procs),
-                    cpu_percent=sum(rates) if seen_before and procs else None,
+                    cpu_percent=sum(rates) if seen_before and rates else None,
                     mem_rss_kb=rss_kb,
                     mem_percent=100.0 * rss_kb / mem_total_kb,
                     vsz_kb=sum(p.vsz_kb for p in procs),

@@ -92,18 +92,23 @@ def container_id_from_path(cgroup_path: str) -> str | None:
 
 
 def cgroup_path_of(text: str) -> str | None:
-    """The path of the unified (v2) hierarchy, or of the v1 memory controller."""
-    v1_memory = None
+    """The cgroup path that holds the process's memory accounting.
+
+    On a hybrid host the memory controller is a v1 hierarchy while the `0::`
+    line names only the unified tree (often `/` or containerd.service), so a
+    v1 `memory` line wins whenever there is one.
+    """
+    unified = None
     for line in text.splitlines():
         parts = line.split(":", 2)
         if len(parts) != 3:
             continue
         hier_id, controllers, path = parts
-        if hier_id == "0" and controllers == "":
-            return path.strip()
         if "memory" in controllers.split(","):
-            v1_memory = path.strip()
-    return v1_memory
+            return path.strip()
+        if hier_id == "0" and controllers == "":
+            unified = path.strip()
+    return unified
 
 
 @dataclass(frozen=True)
