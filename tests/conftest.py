@@ -23,8 +23,12 @@ def docker_client() -> Iterator[docker.DockerClient]:
         client = docker.from_env()
         client.ping()
     except docker.errors.DockerException as exc:
+        problem = str(exc)
+    else:
+        problem = None
+    if problem is not None:
         pytest.fail(
-            f"the Docker engine is unreachable ({exc}); start it with "
+            f"the Docker engine is unreachable ({problem}); start it with "
             f"scripts/setup-host.sh (or run the suite through scripts/test.sh)",
             pytrace=False,
         )
