@@ -23,8 +23,12 @@ from rulectl.model import Decision
 
 log = logging.getLogger(__name__)
 
-_GONE_PHRASES = ("is not running", "removal of container", "already in progress",
-                 "no such container")
+_GONE_PHRASES = (
+    "is not running",
+    "removal of container",
+    "already in progress",
+    "no such container",
+)
 
 
 class DockerActor:

@@ -49,8 +49,10 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         for f in exc.findings:
             print(f, file=sys.stderr)
-        print(f"rulectl: the configuration is invalid ({len(exc.findings)} findings)",
-              file=sys.stderr)
+        print(
+            f"rulectl: the configuration is invalid ({len(exc.findings)} findings)",
+            file=sys.stderr,
+        )
         return 2
     except KeyboardInterrupt:
         return 130
@@ -60,35 +62,56 @@ def _parser() -> argparse.ArgumentParser:
     # Accepted before or after the command; SUPPRESS keeps a subcommand's
     # unset option from overwriting one given before it.
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", type=Path, default=argparse.SUPPRESS,
-                        help="config file (default: ./config.yaml, else "
-                        "/etc/rulectl/config.yaml)")
-    common.add_argument("-v", "--verbose", action="store_true",
-                        default=argparse.SUPPRESS, help="debug logging")
+    common.add_argument(
+        "--config",
+        type=Path,
+        default=argparse.SUPPRESS,
+        help="config file (default: ./config.yaml, else /etc/rulectl/config.yaml)",
+    )
+    common.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="debug logging",
+    )
 
     parser = argparse.ArgumentParser(
-        prog="rulectl", description="Keeps a Docker host stable by declarative rules.",
+        prog="rulectl",
+        description="Keeps a Docker host stable by declarative rules.",
         parents=[common],
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", parents=[common], help="the daemon")
-    run.add_argument("--once", action="store_true",
-                     help="one full tick (baseline, decide, act, store), then exit")
+    run.add_argument(
+        "--once",
+        action="store_true",
+        help="one full tick (baseline, decide, act, store), then exit",
+    )
     run.set_defaults(func=cmd_run)
 
-    validate = sub.add_parser("validate", parents=[common],
-                              help="check rule files and the config")
-    validate.add_argument("paths", nargs="*", type=Path,
-                          help="rule files or directories (default: rules_dir)")
+    validate = sub.add_parser(
+        "validate", parents=[common], help="check rule files and the config"
+    )
+    validate.add_argument(
+        "paths",
+        nargs="*",
+        type=Path,
+        help="rule files or directories (default: rules_dir)",
+    )
     validate.add_argument("--format", choices=["text", "json"], default="text")
     validate.set_defaults(func=cmd_validate)
 
-    dry = sub.add_parser("dry-run", parents=[common],
-                         help="show what would be done now, and why; act on nothing")
+    dry = sub.add_parser(
+        "dry-run",
+        parents=[common],
+        help="show what would be done now, and why; act on nothing",
+    )
     dry.add_argument("--facts", type=Path, help="a snapshot from `rulectl facts`")
-    dry.add_argument("--rules", type=Path, help="rule file or directory "
-                     "(default: rules_dir)")
+    dry.add_argument(
+        "--rules", type=Path, help="rule file or directory (default: rules_dir)"
+    )
     dry.add_argument("--format", choices=["text", "json"], default="text")
     dry.set_defaults(func=cmd_dry_run)
 
@@ -96,8 +119,9 @@ def _parser() -> argparse.ArgumentParser:
     facts.add_argument("--format", choices=["text", "json"], default="text")
     facts.set_defaults(func=cmd_facts)
 
-    spawn = sub.add_parser("spawn", parents=[common],
-                           help="start test containers of random types")
+    spawn = sub.add_parser(
+        "spawn", parents=[common], help="start test containers of random types"
+    )
     spawn.add_argument("--count", type=int, default=10)
     spawn.set_defaults(func=cmd_spawn)
     return parser
@@ -148,9 +172,17 @@ def cmd_validate(args: argparse.Namespace) -> int:
     errors = sum(f.severity == "error" for f in findings)
     warnings = len(findings) - errors
     if args.format == "json":
-        print(json.dumps({"findings": [f.to_json() for f in findings],
-                          "errors": errors, "warnings": warnings,
-                          "files": [str(f) for f in files]}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "findings": [f.to_json() for f in findings],
+                    "errors": errors,
+                    "warnings": warnings,
+                    "files": [str(f) for f in files],
+                },
+                indent=2,
+            )
+        )
     else:
         for f in findings:
             print(f)
@@ -177,8 +209,9 @@ def cmd_dry_run(args: argparse.Namespace) -> int:
         try:
             snapshot = Snapshot.from_json(json.loads(args.facts.read_text()))
         except (OSError, ValueError, FactsError) as exc:
-            print(f"rulectl: cannot read facts from {args.facts}: {exc}",
-                  file=sys.stderr)
+            print(
+                f"rulectl: cannot read facts from {args.facts}: {exc}", file=sys.stderr
+            )
             return 2
     else:
         snapshot = _live_snapshot(config)
@@ -200,22 +233,30 @@ def _dry_run_report(decider: Any, decisions: list) -> dict[str, Any]:
     acted = {d.container_id for d in decisions if d.outcome == "pending"}
     actions = [
         {k: v for k, v in d.to_json().items() if k not in ("outcome", "detail")}
-        for d in decisions if d.outcome == "pending"
+        for d in decisions
+        if d.outcome == "pending"
     ]
     skipped = []
     for d in decisions:
         if d.outcome == "skipped":
-            skipped.append({"container": {"id": d.container_id,
-                                          "name": d.container_name},
-                            "rule": d.rule, "reason": d.detail})
+            skipped.append(
+                {
+                    "container": {"id": d.container_id, "name": d.container_name},
+                    "rule": d.rule,
+                    "reason": d.detail,
+                }
+            )
     kept = {}
     rules = {r.name: r for r in ruleset.rules}
     for ev in decider.events:
         rule = rules[ev.rule]
         if rule.keep is not None and ev.keep_position <= rule.keep:
             total = ev.rank + ev.keep_position - 1
-            kept.setdefault(ev.container_id, f"kept by {rule.name} "
-                            f"(rank {ev.rank} of {total}, {rule.keep} are kept)")
+            kept.setdefault(
+                ev.container_id,
+                f"kept by {rule.name} "
+                f"(rank {ev.rank} of {total}, {rule.keep} are kept)",
+            )
     reported = acted | {s["container"]["id"] for s in skipped}
     for cand in decider.candidates:
         c = cand.container
@@ -225,22 +266,27 @@ def _dry_run_report(decider: Any, decisions: list) -> dict[str, Any]:
             reason = "protected"
         else:
             reason = kept.get(c.id, "no rule matched")
-        skipped.append({"container": {"id": c.id, "name": c.name}, "rule": None,
-                        "reason": reason})
+        skipped.append(
+            {"container": {"id": c.id, "name": c.name}, "rule": None, "reason": reason}
+        )
     return {"actions": actions, "skipped": skipped}
 
 
 def _print_dry_run(report: dict[str, Any]) -> None:
     for a in report["actions"]:
         c = a["container"]
-        print(f"would {a['action']} {c['name']} ({c['id'][:12]}): "
-              f"rule {a['rule']}: {a['reason']}")
+        print(
+            f"would {a['action']} {c['name']} ({c['id'][:12]}): "
+            f"rule {a['rule']}: {a['reason']}"
+        )
     for s in report["skipped"]:
         c = s["container"]
         rule = f"rule {s['rule']}: " if s["rule"] else ""
         print(f"leaves {c['name']} ({c['id'][:12]}): {rule}{s['reason']}")
-    print(f"{len(report['actions'])} actions, {len(report['skipped'])} containers "
-          "left alone; nothing was done (dry-run)")
+    print(
+        f"{len(report['actions'])} actions, {len(report['skipped'])} containers "
+        "left alone; nothing was done (dry-run)"
+    )
 
 
 def _live_snapshot(config: Config) -> Any:
@@ -271,13 +317,17 @@ def cmd_facts(args: argparse.Namespace) -> int:
         print(json.dumps(snapshot.to_json(), indent=2))
         return 0
     h = snapshot.host
-    print(f"host {h.name}: {h.ncpu} CPUs, CPU {_pct(h.cpu_percent)}, RAM used "
-          f"{h.mem_used_kb // 1024} of {h.mem_total_kb // 1024} MiB "
-          f"({h.mem_used_percent:.1f} %)")
+    print(
+        f"host {h.name}: {h.ncpu} CPUs, CPU {_pct(h.cpu_percent)}, RAM used "
+        f"{h.mem_used_kb // 1024} of {h.mem_total_kb // 1024} MiB "
+        f"({h.mem_used_percent:.1f} %)"
+    )
     print(f"{'CONTAINER':14} {'NAME':28} {'CPU %':>7} {'MEM %':>7} {'RSS MiB':>8}")
     for c in snapshot.containers:
-        print(f"{c.short_id:14} {c.name[:28]:28} {_pct(c.cpu_percent):>7} "
-              f"{c.mem_percent:7.2f} {c.mem_rss_kb / 1024:8.1f}")
+        print(
+            f"{c.short_id:14} {c.name[:28]:28} {_pct(c.cpu_percent):>7} "
+            f"{c.mem_percent:7.2f} {c.mem_rss_kb / 1024:8.1f}"
+        )
     print(f"{len(snapshot.processes)} processes")
     return 0
 
@@ -300,8 +350,9 @@ def cmd_spawn(args: argparse.Namespace) -> int:
     except StartupError as exc:
         log.error("%s", exc)
         return 2
-    cfg = workload.WorkloadConfig(image_prefix=config.image_prefix,
-                                  high_mem_mib=config.high_mem_mib)
+    cfg = workload.WorkloadConfig(
+        image_prefix=config.image_prefix, high_mem_mib=config.high_mem_mib
+    )
     try:
         started = workload.spawn(client, cfg, args.count)
     except workload.WorkloadError as exc:

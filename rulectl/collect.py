@@ -183,9 +183,7 @@ class Collector:
             self._process_facts(p, prev, interval_s, mem_total_kb)
             for p in raw.processes
         ]
-        containers = self._container_facts(
-            raw, processes, metas, prev, mem_total_kb
-        )
+        containers = self._container_facts(raw, processes, metas, prev, mem_total_kb)
         host = HostFacts(
             name=self.hostname,
             ncpu=raw.cpu.ncpu,

@@ -73,7 +73,8 @@ def load_config(path: Path | None = None) -> Config:
     try:
         text = path.read_text()
     except OSError as exc:
-        raise ConfigError([Finding(str(path), 1, 1, "C001", f"cannot read: {exc}")])
+        finding = Finding(str(path), 1, 1, "C001", f"cannot read: {exc}")
+        raise ConfigError([finding]) from exc
     doc, findings = load(str(path), text)
     if doc is not None and not findings:
         schema = json.loads(

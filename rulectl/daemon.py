@@ -80,14 +80,19 @@ def connect_docker(
                 log.info("Docker answers after %d attempts", tried)
             return client
         except (docker.errors.DockerException, OSError) as exc:
-            where = config.docker_url or os.environ.get("DOCKER_HOST", "the local socket")
+            where = config.docker_url or os.environ.get(
+                "DOCKER_HOST", "the local socket"
+            )
             if attempts is not None and tried >= attempts:
                 raise StartupError(
                     f"cannot reach Docker at {where} after {tried} attempts: {exc}"
                 ) from exc
             log.warning(
                 "cannot reach Docker at %s (attempt %d): %s; retrying in %.0f s",
-                where, tried, _short(exc), delay_s,
+                where,
+                tried,
+                _short(exc),
+                delay_s,
             )
             if stop.wait(delay_s):
                 raise StartupError("stopped while waiting for Docker") from exc
@@ -135,8 +140,10 @@ class Daemon:
     def install_signal_handlers(self) -> None:
         def handle(signum: int, _frame: object) -> None:
             # Only set the flag: the loop notices it within one wait.
-            log.info("received %s: finishing the current step and stopping",
-                     signal.Signals(signum).name)
+            log.info(
+                "received %s: finishing the current step and stopping",
+                signal.Signals(signum).name,
+            )
             self.stop.set()
 
         signal.signal(signal.SIGTERM, handle)
@@ -150,34 +157,54 @@ class Daemon:
 
         self.ruleset = load_ruleset_or_fail(cfg)
         version = self.store.record_ruleset(
-            time.time(), self.ruleset.fingerprint(), self.ruleset.file_hashes,
+            time.time(),
+            self.ruleset.fingerprint(),
+            self.ruleset.file_hashes,
             len(self.ruleset.rules),
         )
-        log.info("rules loaded from %s: %d rules, version %d",
-                 cfg.rules_dir, len(self.ruleset.rules), version)
+        log.info(
+            "rules loaded from %s: %d rules, version %d",
+            cfg.rules_dir,
+            len(self.ruleset.rules),
+            version,
+        )
 
         self.client = connect_docker(cfg, self.stop, attempts=3 if self.once else None)
         self.actor = DockerActor(self.client, cfg.guard.stop_grace_s)
         self.collector = Collector(ProcfsSource("/proc"), docker_lister(self.client))
         log.info("facts source: userspace /proc reader")
         self.decider = Decider(self.ruleset, DurableMatcher(self.ruleset))
-        self.guard = Guard(cfg.guard, dry_run=cfg.dry_run,
-                           own_container_id=own_container_id())
+        self.guard = Guard(
+            cfg.guard, dry_run=cfg.dry_run, own_container_id=own_container_id()
+        )
         if cfg.dry_run:
             log.warning("dry-run is on: decisions are recorded, nothing is done")
 
         if cfg.cron.enabled and not self.once:
             self.cron_installed = True
-            changed = cron.install_entry(self.spawn_command(), cfg.cron.schedule,
-                                         log_path=cfg.data_dir / "spawn.log")
-            log.info("cron job %s: %s, %d test containers each time",
-                     "installed" if changed else "already installed",
-                     cfg.cron.schedule, cfg.cron.count)
+            changed = cron.install_entry(
+                self.spawn_command(),
+                cfg.cron.schedule,
+                log_path=cfg.data_dir / "spawn.log",
+            )
+            log.info(
+                "cron job %s: %s, %d test containers each time",
+                "installed" if changed else "already installed",
+                cfg.cron.schedule,
+                cfg.cron.count,
+            )
 
     def spawn_command(self) -> list[str]:
-        return [sys.executable, "-m", "rulectl", "spawn",
-                "--count", str(self.config.cron.count),
-                "--config", str(self.config.path)]
+        return [
+            sys.executable,
+            "-m",
+            "rulectl",
+            "spawn",
+            "--count",
+            str(self.config.cron.count),
+            "--config",
+            str(self.config.path),
+        ]
 
     def run(self) -> int:
         """Start-up, ticks until stopped (or one tick), shut-down."""
@@ -257,8 +284,9 @@ class Daemon:
         cutoff = time.time() - self.config.retention_days * 86400
         removed = self.store.prune(cutoff)
         if removed:
-            log.info("pruned %d rows older than %g days", removed,
-                     self.config.retention_days)
+            log.info(
+                "pruned %d rows older than %g days", removed, self.config.retention_days
+            )
 
 
 def _hostname() -> str:
@@ -273,4 +301,3 @@ def _redact(url: str) -> str:
         scheme, rest = url.split("://", 1)
         return f"{scheme}://***@{rest.split('@', 1)[1]}"
     return url
-

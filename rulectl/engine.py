@@ -318,7 +318,11 @@ def _reason(rule: Rule, ev: RuleEvent, streaks: dict) -> str:
             f"{c.field}={_fmt(ev.facts.get(c.field))}"
             for c in expr_mod.fields_of(rule.when)
         )
-        held = f" for {streaks[(rule.name, ev.container_id)]} ticks" if rule.for_ticks > 1 else ""
+        held = (
+            f" for {streaks[(rule.name, ev.container_id)]} ticks"
+            if rule.for_ticks > 1
+            else ""
+        )
         parts.append(f"`{rule.when_text}` holds{held} ({shown})")
     return "; ".join(parts)
 

@@ -194,7 +194,7 @@ def _check(field_token: tuple[str, str, int], op: str, literal: tuple) -> Cmp:
         return Cmp(name, op, float(text))
     if kind != "string":
         raise ExprError(
-            "R003", f"{name} is a string: quote the value ({name} == \"...\")", lcol
+            "R003", f'{name} is a string: quote the value ({name} == "...")', lcol
         )
     if op not in ("==", "!="):
         raise ExprError("R003", f"{name} is a string: only == and != apply", lcol)

@@ -86,9 +86,13 @@ class Guard:
             return ("gone", "the container no longer exists")
         if not fresh.running:
             return ("gone", "the container is no longer running")
-        if any(m.matches(fresh.name, fresh.image, fresh.labels) for m in ruleset.protect):
+        if any(
+            m.matches(fresh.name, fresh.image, fresh.labels) for m in ruleset.protect
+        ):
             return ("skipped", "the container is protected (checked again just now)")
-        if not select_one(rules[d.rule], ruleset, fresh.name, fresh.image, fresh.labels):
+        if not select_one(
+            rules[d.rule], ruleset, fresh.name, fresh.image, fresh.labels
+        ):
             return ("skipped", "the container no longer matches the rule's selection")
         age_s = self.wall() - fresh.created
         if age_s < self.policy.min_age_s:

@@ -182,7 +182,9 @@ def _build(kind: type, raw: Any, pointer: str) -> Any:
             values[name] = raw[name]
         elif name in _OPTIONAL[kind]:
             default = _OPTIONAL[kind][name]
-            values[name] = type(default)() if isinstance(default, list | dict) else default
+            values[name] = (
+                type(default)() if isinstance(default, list | dict) else default
+            )
         else:
             raise FactsError(f"{pointer}/{name}", "required field is missing")
     if kind is HostFacts and values["mem_used_kb"] is None:

@@ -111,7 +111,9 @@ def rule_files(paths: list[Path]) -> list[Path]:
     for path in paths:
         if path.is_dir():
             files += sorted(
-                p for p in path.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file()
+                p
+                for p in path.iterdir()
+                if p.suffix in (".yaml", ".yml") and p.is_file()
             )
         else:
             files.append(path)
@@ -202,7 +204,11 @@ def _explain(error: jsonschema.ValidationError, pointer: str) -> tuple[str, str,
         case "const":
             return f"expected {error.validator_value!r}", pointer, False
         case "minLength":
-            return f"expected a non-empty string, got {error.instance!r}", pointer, False
+            return (
+                f"expected a non-empty string, got {error.instance!r}",
+                pointer,
+                False,
+            )
         case "anyOf" if error.schema.get("anyOf") == [
             {"required": ["keep"]},
             {"required": ["when"]},
@@ -278,7 +284,9 @@ def _build_rule(
 
     def finding(code: str, pointer: str, message: str, col_offset: int = 0) -> None:
         line, col = doc.where(pointer)
-        findings.append(Finding(doc.path, line, col + col_offset, code, message, pointer))
+        findings.append(
+            Finding(doc.path, line, col + col_offset, code, message, pointer)
+        )
 
     select = spec.get("select") or {}
     wanted = select.get("type")

@@ -34,30 +34,71 @@ _REAL, _INT, _TEXT = sa.Float, sa.BigInteger, sa.Text
 
 SCHEMA: dict[str, dict[str, Any]] = {
     "host_samples": {
-        "time": _REAL, "host": _TEXT, "tick": _INT, "source": _TEXT,
-        "ncpu": _INT, "cpu_percent": _REAL, "mem_total_kb": _INT,
-        "mem_free_kb": _INT, "mem_used_kb": _INT, "mem_used_percent": _REAL,
-        "n_containers": _INT, "n_processes": _INT,
+        "time": _REAL,
+        "host": _TEXT,
+        "tick": _INT,
+        "source": _TEXT,
+        "ncpu": _INT,
+        "cpu_percent": _REAL,
+        "mem_total_kb": _INT,
+        "mem_free_kb": _INT,
+        "mem_used_kb": _INT,
+        "mem_used_percent": _REAL,
+        "n_containers": _INT,
+        "n_processes": _INT,
     },
     "container_samples": {
-        "time": _REAL, "host": _TEXT, "tick": _INT, "container_id": _TEXT,
-        "name": _TEXT, "image": _TEXT, "type": _TEXT, "created": _REAL,
-        "n_pids": _INT, "cpu_percent": _REAL, "mem_rss_kb": _INT,
-        "mem_percent": _REAL, "vsz_kb": _INT, "mem_working_set_kb": _INT,
+        "time": _REAL,
+        "host": _TEXT,
+        "tick": _INT,
+        "container_id": _TEXT,
+        "name": _TEXT,
+        "image": _TEXT,
+        "type": _TEXT,
+        "created": _REAL,
+        "n_pids": _INT,
+        "cpu_percent": _REAL,
+        "mem_rss_kb": _INT,
+        "mem_percent": _REAL,
+        "vsz_kb": _INT,
+        "mem_working_set_kb": _INT,
     },
     "process_samples": {
-        "time": _REAL, "host": _TEXT, "tick": _INT, "pid": _INT, "ppid": _INT,
-        "name": _TEXT, "cmdline": _TEXT, "state": _TEXT, "container_id": _TEXT,
-        "vsz_kb": _INT, "rss_kb": _INT, "mem_percent": _REAL, "cpu_percent": _REAL,
+        "time": _REAL,
+        "host": _TEXT,
+        "tick": _INT,
+        "pid": _INT,
+        "ppid": _INT,
+        "name": _TEXT,
+        "cmdline": _TEXT,
+        "state": _TEXT,
+        "container_id": _TEXT,
+        "vsz_kb": _INT,
+        "rss_kb": _INT,
+        "mem_percent": _REAL,
+        "cpu_percent": _REAL,
     },
     "decisions": {
-        "time": _REAL, "host": _TEXT, "tick": _INT, "rule": _TEXT, "action": _TEXT,
-        "container_id": _TEXT, "container_name": _TEXT, "rank": _INT,
-        "reason": _TEXT, "facts": _TEXT, "outcome": _TEXT, "detail": _TEXT,
+        "time": _REAL,
+        "host": _TEXT,
+        "tick": _INT,
+        "rule": _TEXT,
+        "action": _TEXT,
+        "container_id": _TEXT,
+        "container_name": _TEXT,
+        "rank": _INT,
+        "reason": _TEXT,
+        "facts": _TEXT,
+        "outcome": _TEXT,
+        "detail": _TEXT,
     },
     "ruleset_versions": {
-        "time": _REAL, "host": _TEXT, "version": _INT, "fingerprint": _TEXT,
-        "files": _TEXT, "n_rules": _INT,
+        "time": _REAL,
+        "host": _TEXT,
+        "version": _INT,
+        "fingerprint": _TEXT,
+        "files": _TEXT,
+        "n_rules": _INT,
     },
 }
 
@@ -73,9 +114,14 @@ class Store:
     def __init__(self, url: str, host: str) -> None:
         self.host = host
         sqlite = url.startswith("sqlite")
-        statements = [f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}", "PRAGMA synchronous=NORMAL"]
+        statements = [
+            f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}",
+            "PRAGMA synchronous=NORMAL",
+        ]
         self.db = dataset.connect(
-            url, sqlite_wal_mode=sqlite, on_connect_statements=statements if sqlite else []
+            url,
+            sqlite_wal_mode=sqlite,
+            on_connect_statements=statements if sqlite else [],
         )
         self._create_tables()
 
@@ -104,10 +150,16 @@ class Store:
         with self.db as tx:
             tx["host_samples"].insert(
                 dict(
-                    time=t, host=host, tick=tick, source=snapshot.source,
-                    ncpu=h.ncpu, cpu_percent=h.cpu_percent,
-                    mem_total_kb=h.mem_total_kb, mem_free_kb=h.mem_free_kb,
-                    mem_used_kb=h.mem_used_kb, mem_used_percent=h.mem_used_percent,
+                    time=t,
+                    host=host,
+                    tick=tick,
+                    source=snapshot.source,
+                    ncpu=h.ncpu,
+                    cpu_percent=h.cpu_percent,
+                    mem_total_kb=h.mem_total_kb,
+                    mem_free_kb=h.mem_free_kb,
+                    mem_used_kb=h.mem_used_kb,
+                    mem_used_percent=h.mem_used_percent,
                     n_containers=len(snapshot.containers),
                     n_processes=len(snapshot.processes),
                 )
@@ -115,11 +167,20 @@ class Store:
             tx["container_samples"].insert_many(
                 [
                     dict(
-                        time=t, host=host, tick=tick, container_id=c.id, name=c.name,
-                        image=c.image, type=types.get(c.id), created=c.created,
-                        n_pids=len(c.pids), cpu_percent=c.cpu_percent,
-                        mem_rss_kb=c.mem_rss_kb, mem_percent=c.mem_percent,
-                        vsz_kb=c.vsz_kb, mem_working_set_kb=c.mem_working_set_kb,
+                        time=t,
+                        host=host,
+                        tick=tick,
+                        container_id=c.id,
+                        name=c.name,
+                        image=c.image,
+                        type=types.get(c.id),
+                        created=c.created,
+                        n_pids=len(c.pids),
+                        cpu_percent=c.cpu_percent,
+                        mem_rss_kb=c.mem_rss_kb,
+                        mem_percent=c.mem_percent,
+                        vsz_kb=c.vsz_kb,
+                        mem_working_set_kb=c.mem_working_set_kb,
                     )
                     for c in snapshot.containers
                 ]
@@ -127,10 +188,18 @@ class Store:
             tx["process_samples"].insert_many(
                 [
                     dict(
-                        time=t, host=host, tick=tick, pid=p.pid, ppid=p.ppid,
-                        name=p.name, cmdline=p.cmdline, state=p.state,
-                        container_id=p.container_id, vsz_kb=p.vsz_kb,
-                        rss_kb=p.rss_kb, mem_percent=p.mem_percent,
+                        time=t,
+                        host=host,
+                        tick=tick,
+                        pid=p.pid,
+                        ppid=p.ppid,
+                        name=p.name,
+                        cmdline=p.cmdline,
+                        state=p.state,
+                        container_id=p.container_id,
+                        vsz_kb=p.vsz_kb,
+                        rss_kb=p.rss_kb,
+                        mem_percent=p.mem_percent,
                         cpu_percent=p.cpu_percent,
                     )
                     for p in snapshot.processes
@@ -140,8 +209,9 @@ class Store:
                 [_decision_row(d, decided_at or t, host, tick) for d in decisions]
             )
 
-    def record_ruleset(self, time_s: float, fingerprint: str, files: dict[str, str],
-                       n_rules: int) -> int:
+    def record_ruleset(
+        self, time_s: float, fingerprint: str, files: dict[str, str], n_rules: int
+    ) -> int:
         """Records a loaded rule set; returns its version number (1, 2, ...)."""
         table = self.db["ruleset_versions"]
         last = table.find_one(host=self.host, order_by="-version")
@@ -150,9 +220,14 @@ class Store:
         version = (int(last["version"]) if last else 0) + 1
         with self.db as tx:
             tx["ruleset_versions"].insert(
-                dict(time=time_s, host=self.host, version=version,
-                     fingerprint=fingerprint, files=json.dumps(files, sort_keys=True),
-                     n_rules=n_rules)
+                dict(
+                    time=time_s,
+                    host=self.host,
+                    version=version,
+                    fingerprint=fingerprint,
+                    files=json.dumps(files, sort_keys=True),
+                    n_rules=n_rules,
+                )
             )
         return version
 
@@ -160,8 +235,12 @@ class Store:
         """Deletes samples and decisions older than a wall-clock time."""
         removed = 0
         with self.db as tx:
-            for name in ("host_samples", "container_samples", "process_samples",
-                         "decisions"):
+            for name in (
+                "host_samples",
+                "container_samples",
+                "process_samples",
+                "decisions",
+            ):
                 table = tx[name]
                 removed += table.delete(table.table.c.time < older_than_s) or 0
         return removed
@@ -171,7 +250,9 @@ class Store:
         table = self.db["decisions"]
         col = table.table.c
         rows = table.find(
-            sa.or_(col.container_id.like(f"{container}%"), col.container_name == container),
+            sa.or_(
+                col.container_id.like(f"{container}%"), col.container_name == container
+            ),
             order_by="-time",
         )
         return [dict(r) for r in rows]
@@ -179,8 +260,16 @@ class Store:
 
 def _decision_row(d: Decision, t: float, host: str, tick: int) -> dict[str, Any]:
     return dict(
-        time=t, host=host, tick=tick, rule=d.rule, action=d.action,
-        container_id=d.container_id, container_name=d.container_name, rank=d.rank,
-        reason=d.reason, facts=json.dumps(d.facts, sort_keys=True),
-        outcome=d.outcome, detail=d.detail,
+        time=t,
+        host=host,
+        tick=tick,
+        rule=d.rule,
+        action=d.action,
+        container_id=d.container_id,
+        container_name=d.container_name,
+        rank=d.rank,
+        reason=d.reason,
+        facts=json.dumps(d.facts, sort_keys=True),
+        outcome=d.outcome,
+        detail=d.detail,
     )

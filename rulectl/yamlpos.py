@@ -102,14 +102,18 @@ def _build(node: yaml.Node, pointer: str, doc: Document, out: list[Finding]) -> 
     doc.positions[pointer] = (line, col)
     if node.tag not in _PLAIN_TAGS:
         # Rule files are data: no timestamps, binaries or Python objects.
-        out.append(Finding(doc.path, line, col, "Y005", f"tag {node.tag} is not allowed",
-                           pointer))
+        out.append(
+            Finding(
+                doc.path, line, col, "Y005", f"tag {node.tag} is not allowed", pointer
+            )
+        )
         return None
     if isinstance(node, yaml.MappingNode):
         return _build_mapping(node, pointer, doc, out)
     if isinstance(node, yaml.SequenceNode):
         return [
-            _build(item, f"{pointer}/{i}", doc, out) for i, item in enumerate(node.value)
+            _build(item, f"{pointer}/{i}", doc, out)
+            for i, item in enumerate(node.value)
         ]
     return _build_scalar(node, pointer, doc, out)
 
@@ -122,7 +126,9 @@ def _build_mapping(
     for key_node, value_node in node.value:
         if not isinstance(key_node, yaml.ScalarNode):
             line, col = key_node.start_mark.line + 1, key_node.start_mark.column + 1
-            out.append(Finding(doc.path, line, col, "Y001", "keys must be plain values"))
+            out.append(
+                Finding(doc.path, line, col, "Y001", "keys must be plain values")
+            )
             continue
         key = key_node.value
         child = f"{pointer}/{escape_pointer(key)}"

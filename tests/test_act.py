@@ -20,8 +20,10 @@ def start(docker_client, test_labels):
 
     def run(kind: str = "low"):
         return docker_client.containers.run(
-            f"rulectl/workload:{kind}", [kind if kind == "low" else "cpu"],
-            detach=True, labels=test_labels,
+            f"rulectl/workload:{kind}",
+            [kind if kind == "low" else "cpu"],
+            detach=True,
+            labels=test_labels,
         )
 
     return run
@@ -92,13 +94,15 @@ def test_removal_already_in_progress_counts_as_gone():
     response = requests.Response()
     response.status_code = 409
     exc = docker.errors.APIError(
-        "conflict", response=response,
+        "conflict",
+        response=response,
         explanation="removal of container abc is already in progress",
     )
     assert _is_gone(exc)
     response.status_code = 500
-    assert not _is_gone(docker.errors.APIError("x", response=response,
-                                               explanation="disk full"))
+    assert not _is_gone(
+        docker.errors.APIError("x", response=response, explanation="disk full")
+    )
 
 
 def test_listing_that_fails_mid_way_yields_no_metadata_and_the_tick_goes_on():

@@ -11,8 +11,18 @@ SNAPSHOT = REPO / "tests" / "fixtures" / "snapshot.json"
 
 def dry_run(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "rulectl", "--config", str(REPO / "config.yaml"),
-         "dry-run", *args], capture_output=True, text=True, cwd="/",
+        [
+            sys.executable,
+            "-m",
+            "rulectl",
+            "--config",
+            str(REPO / "config.yaml"),
+            "dry-run",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        cwd="/",
     )
 
 
@@ -20,8 +30,10 @@ def test_dry_run_on_a_snapshot_prints_exactly_the_expected_actions():
     out = dry_run("--facts", str(SNAPSHOT), "--format", "json")
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
-    assert [(a["rule"], a["action"], a["container"]["name"], a["rank"])
-            for a in report["actions"]] == [
+    assert [
+        (a["rule"], a["action"], a["container"]["name"], a["rank"])
+        for a in report["actions"]
+    ] == [
         ("keep-three-low", "remove", "low-2", 1),
         ("keep-three-low", "remove", "low-4", 2),
         ("keep-two-high", "remove", "cpu-1", 1),

@@ -82,15 +82,20 @@ def protected_grafana(docker_client, test_labels):
     container.remove(force=True)
 
 
-def expected_victims(db: Path, tick: int, types: tuple[str, ...], order: list[str],
-                     keep: int) -> list[str]:
+def expected_victims(
+    db: Path, tick: int, types: tuple[str, ...], order: list[str], keep: int
+) -> list[str]:
     """The rule's ranking, recomputed from the samples of that tick."""
-    rows = sqlite3.connect(db).execute(
-        "select name, cpu_percent, mem_percent, created, container_id "
-        "from container_samples where tick = ? and type in (%s)"
-        % ",".join("?" * len(types)),
-        (tick, *types),
-    ).fetchall()
+    rows = (
+        sqlite3.connect(db)
+        .execute(
+            "select name, cpu_percent, mem_percent, created, container_id "
+            "from container_samples where tick = ? and type in "
+            f"({','.join('?' * len(types))})",
+            (tick, *types),
+        )
+        .fetchall()
+    )
     columns = {"cpu_percent": 1, "mem_percent": 2}
 
     def key(row):
@@ -123,20 +128,32 @@ def test_daemon_keeps_three_low_and_two_high_and_cleans_up_on_sigterm(
     spawned = workload.spawn(docker_client, cfg, 10, rng)
     # Make sure both rules have work: top up to at least 5 low and 4 high.
     while sum(s.type == "low" for s in spawned) < 5:
-        spawned += workload.spawn(docker_client, workload.WorkloadConfig(
-            types=("low",), high_mem_mib=64), 1, rng)
+        spawned += workload.spawn(
+            docker_client,
+            workload.WorkloadConfig(types=("low",), high_mem_mib=64),
+            1,
+            rng,
+        )
     while sum(s.type in HIGH for s in spawned) < 4:
-        spawned += workload.spawn(docker_client, workload.WorkloadConfig(
-            types=("high-cpu", "high-mem"), high_mem_mib=64), 1, rng)
+        spawned += workload.spawn(
+            docker_client,
+            workload.WorkloadConfig(types=("high-cpu", "high-mem"), high_mem_mib=64),
+            1,
+            rng,
+        )
     time.sleep(1.0)  # let high-mem containers touch their memory
 
     config = write_config(tmp_path)
     db = tmp_path / "data" / "rulectl.db"
     daemon = subprocess.Popen(
         [sys.executable, "-m", "rulectl", "run", "--config", str(config)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd="/",
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd="/",
     )
     try:
+
         def first_tick_recorded():
             if not db.exists():
                 return False
@@ -154,7 +171,9 @@ def test_daemon_keeps_three_low_and_two_high_and_cleans_up_on_sigterm(
             "select rule, action, container_name, rank, reason, outcome from decisions "
             "where tick = 1 order by rule, rank"
         ).fetchall()
-        low_victims = expected_victims(db, 1, ("low",), ["mem_percent", "cpu_percent"], 3)
+        low_victims = expected_victims(
+            db, 1, ("low",), ["mem_percent", "cpu_percent"], 3
+        )
         high_victims = expected_victims(db, 1, HIGH, ["cpu_percent", "mem_percent"], 2)
         assert [(r[0], r[2], r[3]) for r in done] == (
             [("keep-three-low", n, i + 1) for i, n in enumerate(low_victims)]
@@ -171,15 +190,23 @@ def test_daemon_keeps_three_low_and_two_high_and_cleans_up_on_sigterm(
         assert host_row[0] == os.uname().nodename
         assert host_row[1] > host_row[2] > 0
         assert host_row[3] >= len(spawned) + 1
+        assert (
+            con.execute(
+                "select count(*) from process_samples where tick = 1 and pid = ?",
+                (daemon.pid,),
+            ).fetchone()[0]
+            == 1
+        )
+        assert (
+            con.execute(
+                "select count(*) from container_samples where tick = 1 "
+                "and name = 'grafana'"
+            ).fetchone()[0]
+            == 1
+        )
         assert con.execute(
-            "select count(*) from process_samples where tick = 1 and pid = ?",
-            (daemon.pid,),
-        ).fetchone()[0] == 1
-        assert con.execute("select count(*) from container_samples where tick = 1 "
-                           "and name = 'grafana'").fetchone()[0] == 1
-        assert con.execute("select version, n_rules from ruleset_versions").fetchall() == [
-            (1, 3)
-        ]
+            "select version, n_rules from ruleset_versions"
+        ).fetchall() == [(1, 3)]
 
         # A second tick after new load brings the counts back again.
         workload.spawn(docker_client, cfg, 4, rng)
@@ -205,7 +232,10 @@ def test_run_once_performs_one_tick_and_exits_zero(docker_client, tmp_path):
     crontab_before = crontab_text()
     out = subprocess.run(
         [sys.executable, "-m", "rulectl", "run", "--once", "--config", str(config)],
-        capture_output=True, text=True, timeout=120, cwd="/",
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd="/",
     )
     assert out.returncode == 0, out.stderr
     con = sqlite3.connect(tmp_path / "data" / "rulectl.db")
@@ -219,13 +249,21 @@ def test_unreachable_docker_gives_a_clear_message_not_a_traceback(tmp_path):
     config = write_config(tmp_path, docker='{url: "unix:///nonexistent/docker.sock"}')
     out = subprocess.run(
         [sys.executable, "-m", "rulectl", "run", "--once", "--config", str(config)],
-        capture_output=True, text=True, timeout=60, cwd="/",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd="/",
     )
     assert out.returncode == 2
-    assert "cannot reach Docker at unix:///nonexistent/docker.sock (attempt 1)" in out.stderr
+    assert (
+        "cannot reach Docker at unix:///nonexistent/docker.sock (attempt 1)"
+        in out.stderr
+    )
     assert "retrying in 1 s" in out.stderr
-    assert "cannot start: cannot reach Docker at unix:///nonexistent/docker.sock " \
+    assert (
+        "cannot start: cannot reach Docker at unix:///nonexistent/docker.sock "
         "after 3 attempts" in out.stderr
+    )
     assert "Traceback" not in out.stderr
 
 
@@ -234,7 +272,10 @@ def test_sigterm_while_waiting_for_docker_exits_zero_within_seconds(tmp_path):
     config = write_config(tmp_path, docker='{url: "unix:///nonexistent/docker.sock"}')
     daemon = subprocess.Popen(
         [sys.executable, "-m", "rulectl", "run", "--config", str(config)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd="/",
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd="/",
     )
     time.sleep(4)
     daemon.send_signal(signal.SIGTERM)
@@ -253,7 +294,10 @@ def test_invalid_rules_at_start_up_exit_2_with_every_finding(tmp_path):
     )
     out = subprocess.run(
         [sys.executable, "-m", "rulectl", "run", "--once", "--config", str(config)],
-        capture_output=True, text=True, timeout=60, cwd="/",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd="/",
     )
     assert out.returncode == 2
     assert "Y004: /rules/1/keep" in out.stderr

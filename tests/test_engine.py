@@ -12,21 +12,35 @@ from rulectl.rules import load_rules
 REPO = Path(__file__).resolve().parent.parent
 
 
-def container(n: int, ctype: str | None, cpu: float | None, mem: float,
-              name: str | None = None, created: float = 1000.0,
-              labels: dict | None = None) -> ContainerFacts:
+def container(
+    n: int,
+    ctype: str | None,
+    cpu: float | None,
+    mem: float,
+    name: str | None = None,
+    created: float = 1000.0,
+    labels: dict | None = None,
+) -> ContainerFacts:
     if labels is None:
         labels = {"rulectl.type": ctype} if ctype else {}
     return ContainerFacts(
-        id=f"{n:064x}", name=name or f"c{n}", image="rulectl/workload", labels=labels,
-        created=created, pids=[100 + n], cpu_percent=cpu, mem_rss_kb=int(mem * 1000),
-        mem_percent=mem, vsz_kb=1,
+        id=f"{n:064x}",
+        name=name or f"c{n}",
+        image="rulectl/workload",
+        labels=labels,
+        created=created,
+        pids=[100 + n],
+        cpu_percent=cpu,
+        mem_rss_kb=int(mem * 1000),
+        mem_percent=mem,
+        vsz_kb=1,
     )
 
 
 def snapshot(*containers: ContainerFacts) -> Snapshot:
-    return Snapshot(2000.0, HostFacts("h", 2, 100_000, 50_000, 50_000, 10.0),
-                    list(containers), [])
+    return Snapshot(
+        2000.0, HostFacts("h", 2, 100_000, 50_000, 50_000, 10.0), list(containers), []
+    )
 
 
 def default_decider(matcher=DurableMatcher) -> Decider:
@@ -35,8 +49,9 @@ def default_decider(matcher=DurableMatcher) -> Decider:
 
 
 def acted(decisions) -> list[tuple[str, str, int]]:
-    return [(d.rule, d.container_name, d.rank) for d in decisions
-            if d.outcome == "pending"]
+    return [
+        (d.rule, d.container_name, d.rank) for d in decisions if d.outcome == "pending"
+    ]
 
 
 @pytest.mark.parametrize("matcher", [DurableMatcher, ReferenceMatcher])
@@ -105,13 +120,15 @@ def test_for_needs_consecutive_ticks_and_a_gap_resets_it(tmp_path):
 
 
 def test_a_container_is_acted_on_once_per_tick(tmp_path):
-    (tmp_path / "r.yaml").write_text(textwrap.dedent("""
+    (tmp_path / "r.yaml").write_text(
+        textwrap.dedent("""
         version: 1
         types: {low: {label: {rulectl.type: low}}}
         rules:
           - {name: first, select: {type: low}, keep: 0, action: stop}
           - {name: second, select: {}, when: "mem_percent > 1", action: kill}
-    """))
+    """)
+    )
     ruleset = load_rules([tmp_path]).ruleset
     decisions = Decider(ruleset, DurableMatcher(ruleset)).decide(
         snapshot(container(1, "low", 1.0, 5.0))

@@ -82,8 +82,12 @@ class _Host:
             self.containers[cid] = self._facts(cid, name, labels, now, first=True)
         for cid, c in list(self.containers.items()):
             self.containers[cid] = self._facts(cid, c.name, c.labels, c.created)
-        return Snapshot(now, HostFacts("h", 2, 1_000_000, 0, 500_000, 50.0),
-                        list(self.containers.values()), [])
+        return Snapshot(
+            now,
+            HostFacts("h", 2, 1_000_000, 0, 500_000, 50.0),
+            list(self.containers.values()),
+            [],
+        )
 
     def _facts(self, cid, name, labels, created, first=False) -> ContainerFacts:
         rng = self.rng
@@ -91,9 +95,16 @@ class _Host:
         cpu = None if first else rng.choice([0.0, 5.0, 40.0, rng.uniform(0, 200)])
         mem = rng.choice([1.0, 40.0, 50.5, rng.uniform(0, 100)])
         return ContainerFacts(
-            id=cid, name=name, image="img", labels=labels,
-            created=float(int(created) - int(created) % 3), pids=[1] * rng.randint(0, 3),
-            cpu_percent=cpu, mem_rss_kb=int(mem * 10_000), mem_percent=mem, vsz_kb=1,
+            id=cid,
+            name=name,
+            image="img",
+            labels=labels,
+            created=float(int(created) - int(created) % 3),
+            pids=[1] * rng.randint(0, 3),
+            cpu_percent=cpu,
+            mem_rss_kb=int(mem * 10_000),
+            mem_percent=mem,
+            vsz_kb=1,
         )
 
 

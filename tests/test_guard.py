@@ -16,11 +16,22 @@ def decision(n: int, rule: str = "keep-three-low", action: str = "remove") -> De
     return Decision(rule, action, f"{n:064x}", f"c{n}", 1, "test")
 
 
-def fresh(n: int, ctype: str = "low", running: bool = True, age_s: float = 600.0,
-          name: str | None = None, labels: dict | None = None) -> FreshState:
-    return FreshState(f"{n:064x}", name or f"c{n}", "rulectl/workload:low",
-                      labels if labels is not None else {"rulectl.type": ctype},
-                      running, NOW - age_s)
+def fresh(
+    n: int,
+    ctype: str = "low",
+    running: bool = True,
+    age_s: float = 600.0,
+    name: str | None = None,
+    labels: dict | None = None,
+) -> FreshState:
+    return FreshState(
+        f"{n:064x}",
+        name or f"c{n}",
+        "rulectl/workload:low",
+        labels if labels is not None else {"rulectl.type": ctype},
+        running,
+        NOW - age_s,
+    )
 
 
 def guard(**policy) -> Guard:
@@ -39,15 +50,19 @@ def test_a_container_that_still_matches_goes_ahead():
 
 
 def test_a_vanished_or_stopped_container_is_recorded_as_gone():
-    assert review(guard(), [decision(1), decision(2)], {1: None, 2: fresh(2, running=False)}) == [
+    assert review(
+        guard(), [decision(1), decision(2)], {1: None, 2: fresh(2, running=False)}
+    ) == [
         ("gone", "the container no longer exists"),
         ("gone", "the container is no longer running"),
     ]
 
 
 def test_relabelled_since_the_decision_is_skipped():
-    states = {1: fresh(1, ctype="high-cpu"), 2: fresh(2, labels={"rulectl.type": "low",
-                                                                  "rulectl.protect": "true"})}
+    states = {
+        1: fresh(1, ctype="high-cpu"),
+        2: fresh(2, labels={"rulectl.type": "low", "rulectl.protect": "true"}),
+    }
     assert review(guard(), [decision(1), decision(2)], states) == [
         ("skipped", "the container no longer matches the rule's selection"),
         ("skipped", "the container is protected (checked again just now)"),
@@ -85,11 +100,15 @@ def test_cooldown_after_an_action():
 
 def test_per_tick_limit_leaves_the_rest_for_the_next_tick():
     decisions = [decision(n) for n in range(1, 5)]
-    outcomes = review(guard(max_actions_per_tick=2), decisions,
-                      {n: fresh(n) for n in range(1, 5)})
-    assert outcomes == [("pending", "")] * 2 + [
-        ("skipped", "per-tick limit of 2 actions reached; left for the next tick")
-    ] * 2
+    outcomes = review(
+        guard(max_actions_per_tick=2), decisions, {n: fresh(n) for n in range(1, 5)}
+    )
+    assert (
+        outcomes
+        == [("pending", "")] * 2
+        + [("skipped", "per-tick limit of 2 actions reached; left for the next tick")]
+        * 2
+    )
 
 
 def test_global_dry_run_decides_but_does_nothing():

@@ -42,7 +42,9 @@ def test_the_design_example_is_accepted_as_written_and_is_the_default():
 def test_yaml_1_1_surprises_are_reported_with_line_and_hint(tmp_path):
     # Case C09: `no` becomes false, 010 becomes 8, 08 becomes a string, and a
     # repeated key silently keeps the last value.
-    write(tmp_path, """
+    write(
+        tmp_path,
+        """
         version: 1
         rules:
           - name: no
@@ -52,13 +54,14 @@ def test_yaml_1_1_surprises_are_reported_with_line_and_hint(tmp_path):
             action: kill
             action: log
         extra: 08
-        """)
+        """,
+    )
     result = load_rules([tmp_path])
     assert not result.ok
     path = tmp_path / "main.yaml"
     assert lines(result) == [
         f"{path}:3:11: Y003: /rules/0/name: 'no' is read as false by YAML 1.1; "
-        "quote it (\"no\") if you mean the word, or write false",
+        'quote it ("no") if you mean the word, or write false',
         f"{path}:5:11: Y004: /rules/0/keep: 010 is read as the octal number 8 by "
         "YAML 1.1; write it without leading zeros, or quote it if you mean a string",
         f"{path}:8:5: Y002: /rules/0/action: duplicate key 'action' (first at line "
@@ -70,7 +73,9 @@ def test_yaml_1_1_surprises_are_reported_with_line_and_hint(tmp_path):
 
 def test_empty_when_points_at_its_key_with_the_json_pointer(tmp_path):
     # Case C10: not "None is not of type 'string'" without a place.
-    write(tmp_path, """
+    write(
+        tmp_path,
+        """
         version: 1
         types:
           low: {label: {rulectl.type: low}}
@@ -87,7 +92,8 @@ def test_empty_when_points_at_its_key_with_the_json_pointer(tmp_path):
             select: {}
             when:
             action: stop
-        """)
+        """,
+    )
     result = load_rules([tmp_path])
     assert lines(result) == [
         f"{tmp_path / 'main.yaml'}:15:5: S001: /rules/2/when: expected string, got null"
@@ -95,7 +101,9 @@ def test_empty_when_points_at_its_key_with_the_json_pointer(tmp_path):
 
 
 def test_schema_findings_name_the_unknown_key_and_the_bad_action(tmp_path):
-    write(tmp_path, """
+    write(
+        tmp_path,
+        """
         version: 1
         rules:
           - name: a
@@ -106,19 +114,24 @@ def test_schema_findings_name_the_unknown_key_and_the_bad_action(tmp_path):
             select: {}
             keep: 1
             action: explode
-        """)
+        """,
+    )
     result = load_rules([tmp_path])
     messages = [(f.line, f.col, f.pointer, f.message) for f in result.findings]
     assert (6, 5, "/rules/0/acton", "unknown key 'acton'") in messages
     assert (3, 5, "/rules/0", "missing required key 'action'") in messages
     assert (
-        10, 13, "/rules/1/action",
+        10,
+        13,
+        "/rules/1/action",
         "expected one of stop, kill, remove, log, got 'explode'",
     ) in messages
 
 
 def test_semantic_errors_have_their_own_codes(tmp_path):
-    write(tmp_path, """
+    write(
+        tmp_path,
+        """
         version: 1
         types:
           low: {label: {t: low}}
@@ -148,7 +161,8 @@ def test_semantic_errors_have_their_own_codes(tmp_path):
             select: {}
             keep: 2
             action: log
-        """)
+        """,
+    )
     result = load_rules([tmp_path])
     codes = [(f.code, f.pointer) for f in result.findings]
     assert codes == [
@@ -163,14 +177,17 @@ def test_semantic_errors_have_their_own_codes(tmp_path):
 
 
 def test_unreachable_percentage_is_a_warning_not_an_error(tmp_path):
-    write(tmp_path, """
+    write(
+        tmp_path,
+        """
         version: 1
         rules:
           - name: a
             select: {}
             when: "mem_percent > 150"
             action: log
-        """)
+        """,
+    )
     result = load_rules([tmp_path])
     assert result.ok
     assert [(f.code, f.severity) for f in result.findings] == [("L001", "warning")]
@@ -193,9 +210,21 @@ def test_yaml_cannot_construct_python_objects(tmp_path):
 @pytest.mark.parametrize(
     ("text", "facts", "expected"),
     [
-        ("mem_percent > 40 and cpu_percent > 5", {"mem_percent": 41, "cpu_percent": 6}, True),
-        ("mem_percent > 40 and cpu_percent > 5", {"mem_percent": 41, "cpu_percent": 5}, False),
-        ("not (mem_percent > 40 or cpu_percent > 5)", {"mem_percent": 1, "cpu_percent": 1}, True),
+        (
+            "mem_percent > 40 and cpu_percent > 5",
+            {"mem_percent": 41, "cpu_percent": 6},
+            True,
+        ),
+        (
+            "mem_percent > 40 and cpu_percent > 5",
+            {"mem_percent": 41, "cpu_percent": 5},
+            False,
+        ),
+        (
+            "not (mem_percent > 40 or cpu_percent > 5)",
+            {"mem_percent": 1, "cpu_percent": 1},
+            True,
+        ),
         ('type == "low" and not name == "x"', {"type": "low", "name": "y"}, True),
         ("40 < mem_percent", {"mem_percent": 41}, True),
         # An unknown value satisfies neither a comparison nor its negation.
@@ -216,26 +245,39 @@ def test_not_is_pushed_down_to_the_comparisons():
 
 
 def test_validate_command_prints_findings_and_exits_1_then_0(tmp_path):
-    bad = write(tmp_path, """
+    bad = write(
+        tmp_path,
+        """
         version: 1
         rules:
           - name: a
             select: {}
             when: "bogus > 1"
             action: log
-        """)
-    cmd = [sys.executable, "-m", "rulectl", "--config", str(REPO / "config.yaml"),
-           "validate"]
+        """,
+    )
+    cmd = [
+        sys.executable,
+        "-m",
+        "rulectl",
+        "--config",
+        str(REPO / "config.yaml"),
+        "validate",
+    ]
     out = subprocess.run(cmd + [str(bad)], capture_output=True, text=True)
     assert out.returncode == 1
     assert out.stdout.splitlines()[0].startswith(f"{bad}:5:11: R002: /rules/0/when:")
     assert out.stdout.splitlines()[-1] == "1 rule files checked: 1 errors, 0 warnings"
 
-    as_json = subprocess.run(cmd + ["--format", "json", str(bad)],
-                             capture_output=True, text=True)
+    as_json = subprocess.run(
+        cmd + ["--format", "json", str(bad)], capture_output=True, text=True
+    )
     finding = json.loads(as_json.stdout)["findings"][0]
     assert {k: finding[k] for k in ("line", "col", "code", "severity", "pointer")} == {
-        "line": 5, "col": 11, "code": "R002", "severity": "error",
+        "line": 5,
+        "col": 11,
+        "code": "R002",
+        "severity": "error",
         "pointer": "/rules/0/when",
     }
 

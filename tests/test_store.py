@@ -20,8 +20,15 @@ def snapshot(t: float) -> Snapshot:
 
 
 def decision() -> Decision:
-    d = Decision("keep-three-low", "remove", CID, "low-1", 1, "rank 1 of 4",
-                 {"mem_percent": 10.0})
+    d = Decision(
+        "keep-three-low",
+        "remove",
+        CID,
+        "low-1",
+        1,
+        "rank 1 of 4",
+        {"mem_percent": 10.0},
+    )
     d.outcome, d.detail = "done", "stopped and removed"
     return d
 
@@ -51,18 +58,22 @@ def test_wal_mode_and_busy_timeout(store):
 
 
 def test_a_tick_is_stored_with_host_and_epoch_seconds(tmp_path, store):
-    store.record_tick(3, snapshot(1733318400.5), {CID: "low"}, [decision()], 1733318401.0)
+    store.record_tick(
+        3, snapshot(1733318400.5), {CID: "low"}, [decision()], 1733318401.0
+    )
     con = sqlite3.connect(tmp_path / "r.db")
     assert con.execute(
         "select time, host, tick, cpu_percent, mem_used_kb, n_containers "
-        "from host_samples").fetchall() == [(1733318400.5, "node-1", 3, 12.5, 500, 1)]
+        "from host_samples"
+    ).fetchall() == [(1733318400.5, "node-1", 3, 12.5, 500, 1)]
     assert con.execute(
         "select name, type, cpu_percent, mem_rss_kb from container_samples"
     ).fetchall() == [("low-1", "low", None, 100)]
     assert con.execute(
         "select time, rule, container_name, rank, outcome, facts from decisions"
-    ).fetchall() == [(1733318401.0, "keep-three-low", "low-1", 1, "done",
-                      '{"mem_percent": 10.0}')]
+    ).fetchall() == [
+        (1733318401.0, "keep-three-low", "low-1", 1, "done", '{"mem_percent": 10.0}')
+    ]
 
 
 def test_a_tick_that_fails_half_way_leaves_nothing(tmp_path, store):
