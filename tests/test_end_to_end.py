@@ -155,10 +155,14 @@ def test_daemon_keeps_three_low_and_two_high_and_cleans_up_on_sigterm(
     try:
 
         def first_tick_recorded():
-            if not db.exists():
+            # The file appears before its tables do.
+            try:
+                with sqlite3.connect(db) as con:
+                    return con.execute("select count(*) from host_samples").fetchone()[
+                        0
+                    ]
+            except sqlite3.OperationalError:
                 return False
-            with sqlite3.connect(db) as con:
-                return con.execute("select count(*) from host_samples").fetchone()[0]
 
         wait_for(first_tick_recorded, 60, "the first tick to be stored")
         assert cron.CRON_TAG in crontab_text()
