@@ -117,6 +117,11 @@ def _parser() -> argparse.ArgumentParser:
 
     facts = sub.add_parser("facts", parents=[common], help="print the current snapshot")
     facts.add_argument("--format", choices=["text", "json"], default="text")
+    facts.add_argument(
+        "--source",
+        choices=["auto", "kernel", "procfs"],
+        help="where facts come from (default: the config's)",
+    )
     facts.set_defaults(func=cmd_facts)
 
     spawn = sub.add_parser(
@@ -289,20 +294,24 @@ def _print_dry_run(report: dict[str, Any]) -> None:
     )
 
 
-def _live_snapshot(config: Config) -> Any:
+def _live_snapshot(config: Config, source: str | None = None) -> Any:
     """Two readings a second apart (CPU % needs two), with Docker metadata."""
-    from rulectl.collect import Collector, ProcfsSource, docker_lister
-    from rulectl.daemon import StartupError, connect_docker
+    from rulectl.collect import Collector, SourceError, docker_lister
+    from rulectl.daemon import StartupError, connect_docker, make_source
 
     try:
         client = connect_docker(config, threading.Event(), attempts=1)
     except StartupError as exc:
         print(f"rulectl: {exc}", file=sys.stderr)
         return None
-    collector = Collector(ProcfsSource("/proc"), docker_lister(client))
-    collector.sample()
-    time.sleep(1.0)
-    return collector.sample()
+    collector = Collector(make_source(config.facts, source), docker_lister(client))
+    try:
+        collector.sample()
+        time.sleep(1.0)
+        return collector.sample()
+    except SourceError as exc:
+        print(f"rulectl: {exc}", file=sys.stderr)
+        return None
 
 
 # -- facts -----------------------------------------------------------------
@@ -310,7 +319,7 @@ def _live_snapshot(config: Config) -> Any:
 
 def cmd_facts(args: argparse.Namespace) -> int:
     config = load_config(args.config)
-    snapshot = _live_snapshot(config)
+    snapshot = _live_snapshot(config, args.source)
     if snapshot is None:
         return 2
     if args.format == "json":

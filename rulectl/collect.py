@@ -8,6 +8,7 @@ metrics never come from the Docker stats API (it blocks 1-2 s per container).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
@@ -117,6 +118,141 @@ class ProcfsSource:
         )
 
 
+class SourceError(Exception):
+    """A facts source could not give a valid reading this time."""
+
+
+_KERNEL_PROCESS_FIELDS = {
+    "pid": int,
+    "ppid": int,
+    "name": str,
+    "cmdline": str,
+    "state": str,
+    "vsz_kb": int,
+    "rss_kb": int,
+    "cpu_time_ns": int,
+    "start_time_ticks": int,
+}
+
+
+class KernelSource:
+    """Reads the JSON documents of rulectl's kernel modules.
+
+    The system module's file lists every process with host RAM; the container
+    module's file lists the processes that belong to containers. Host CPU time
+    still comes from /proc/stat (one small read). Anything missing,
+    unreadable, truncated or not of the expected shape raises SourceError, so
+    the caller can fall back for that tick.
+    """
+
+    name = "kernel"
+
+    def __init__(
+        self,
+        procs_file: str | Path = "/proc/rulectl_procs",
+        containers_file: str | Path = "/proc/rulectl_containers",
+        proc_root: str | Path = "/proc",
+    ) -> None:
+        self.procs_file = Path(procs_file)
+        self.containers_file = Path(containers_file)
+        self.proc_root = Path(proc_root)
+
+    def read(self, clock: Callable[[], float], wall: Callable[[], float]) -> RawSample:
+        cpu = procfs.parse_proc_stat(_read_text(self.proc_root / "stat"))
+        now_s, wall_s = clock(), wall()
+        system = self._load(self.procs_file)
+        containers = self._load(self.containers_file)
+        try:
+            mem = procfs.MemInfo(
+                total_kb=int(system["mem_total_kb"]),
+                free_kb=int(system["mem_free_kb"]),
+                available_kb=int(system["mem_available_kb"]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise SourceError(f"{self.procs_file}: bad host memory: {exc}") from exc
+        member_of = {
+            p["pid"]: p.get("container_id")
+            for p in self._processes(containers, self.containers_file)
+        }
+        processes = [
+            self._raw(p, member_of) for p in self._processes(system, self.procs_file)
+        ]
+        return RawSample(now_s, wall_s, mem, cpu, processes, self.name)
+
+    @staticmethod
+    def _load(path: Path) -> dict:
+        try:
+            doc = json.loads(path.read_bytes())
+        except OSError as exc:
+            raise SourceError(f"cannot read {path}: {exc.strerror or exc}") from exc
+        except ValueError as exc:
+            raise SourceError(f"{path} is not valid JSON: {exc}") from exc
+        if not isinstance(doc, dict) or doc.get("version") != 1:
+            raise SourceError(f"{path}: not a version 1 document")
+        return doc
+
+    @staticmethod
+    def _processes(doc: dict, path: Path) -> list[dict]:
+        processes = doc.get("processes")
+        if not isinstance(processes, list):
+            raise SourceError(f"{path}: no process list")
+        for i, p in enumerate(processes):
+            for key, kind in _KERNEL_PROCESS_FIELDS.items():
+                if not isinstance(p, dict) or not isinstance(p.get(key), kind):
+                    raise SourceError(f"{path}: process {i} lacks a valid {key!r}")
+        return processes
+
+    @staticmethod
+    def _raw(p: dict, member_of: dict[int, str | None]) -> RawProcess:
+        container_id = member_of.get(p["pid"]) or p.get("container_id")
+        # The module reports the v2 path, or a v1 cpu controller path that is
+        # not where memory is accounted: only a v2 path is usable for that.
+        cgroup = p.get("cgroup") if p.get("cgroup_hierarchy") == "v2" else None
+        return RawProcess(
+            pid=p["pid"],
+            ppid=p["ppid"],
+            name=p["name"],
+            cmdline=p["cmdline"],
+            state=p["state"],
+            container_id=container_id,
+            vsz_kb=p["vsz_kb"],
+            rss_kb=p["rss_kb"],
+            cpu_time_ns=p["cpu_time_ns"],
+            start_ticks=p["start_time_ticks"],
+            cgroup=cgroup,
+        )
+
+
+class FallbackSource:
+    """The kernel modules first; the /proc reader for any tick they fail.
+
+    The log says which source is in use once per change, not once per tick.
+    """
+
+    def __init__(self, primary: KernelSource, fallback: ProcfsSource) -> None:
+        self.primary = primary
+        self.fallback = fallback
+        self.current: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.current or self.primary.name
+
+    def read(self, clock: Callable[[], float], wall: Callable[[], float]) -> RawSample:
+        try:
+            sample = self.primary.read(clock, wall)
+        except SourceError as exc:
+            self._switch(self.fallback.name, f"kernel modules unusable: {exc}")
+            return self.fallback.read(clock, wall)
+        self._switch(self.primary.name, f"reading {self.primary.procs_file}")
+        return sample
+
+    def _switch(self, name: str, why: str) -> None:
+        if name != self.current:
+            log.info("facts source: %s (%s)", name, why)
+            self.current = name
+
+
 def _read_text(path: Path) -> str:
     with open(path, "rb") as f:
         return f.read().decode("utf-8", "replace")
@@ -146,7 +282,7 @@ class Collector:
 
     def __init__(
         self,
-        source: ProcfsSource,
+        source: ProcfsSource | KernelSource | FallbackSource,
         list_containers: Callable[[], list[ContainerMeta]] | None = None,
         sys_root: str | Path = "/sys",
         hostname: str | None = None,

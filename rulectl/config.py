@@ -34,6 +34,15 @@ class CronConfig:
 
 
 @dataclass(frozen=True)
+class FactsConfig:
+    source: str = "auto"  # auto (kernel modules, else /proc) or procfs
+    load_modules: bool = True
+    module_dir: Path = Path("kernel")
+    procs_file: Path = Path("/proc/rulectl_procs")
+    containers_file: Path = Path("/proc/rulectl_containers")
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     interval_s: float = 20.0
@@ -49,6 +58,7 @@ class Config:
     high_mem_mib: int = 256
     guard: GuardConfig = field(default_factory=GuardConfig)
     cron: CronConfig = field(default_factory=CronConfig)
+    facts: FactsConfig = field(default_factory=FactsConfig)
 
     @property
     def db_url(self) -> str:
@@ -101,6 +111,7 @@ def _build(path: Path, raw: dict[str, Any]) -> Config:
     log_file = raw.get("log_file", "rulectl.log")
     docker = raw.get("docker") or {}
     workload = raw.get("workload") or {}
+    facts = raw.get("facts") or {}
     return Config(
         path=path,
         interval_s=float(raw.get("interval_s", 20)),
@@ -116,4 +127,13 @@ def _build(path: Path, raw: dict[str, Any]) -> Config:
         high_mem_mib=int(workload.get("high_mem_mib", 256)),
         guard=GuardConfig(**(raw.get("guard") or {})),
         cron=CronConfig(**(raw.get("cron") or {})),
+        facts=FactsConfig(
+            source=facts.get("source", "auto"),
+            load_modules=bool(facts.get("load_modules", True)),
+            module_dir=resolve(facts.get("module_dir", "kernel")),
+            procs_file=Path(facts.get("procs_file", "/proc/rulectl_procs")),
+            containers_file=Path(
+                facts.get("containers_file", "/proc/rulectl_containers")
+            ),
+        ),
     )

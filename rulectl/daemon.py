@@ -8,8 +8,8 @@ Start-up, in order (as the system rulectl replaces did it):
   4. rules loaded and validated                   (invalid: exit status 2)
   5. Docker reached, with retries and backoff
   6. cron job installed                           (test load every minute)
-  7. kernel modules                               not loaded by this version:
-     facts come from the userspace /proc reader
+  7. kernel modules loaded when built for the running kernel; otherwise, or
+     whenever their files fail, facts come from the userspace /proc reader
   8. signal handlers (set before all of the above, so a stop is honoured
      at any point)
 Then one baseline sample (CPU % needs two) and a tick every `interval_s`.
@@ -30,10 +30,16 @@ from pathlib import Path
 
 import docker
 
-from rulectl import cron, procfs, workload
+from rulectl import cron, kernel, procfs, workload
 from rulectl.act import DockerActor
-from rulectl.collect import Collector, ProcfsSource, docker_lister
-from rulectl.config import Config
+from rulectl.collect import (
+    Collector,
+    FallbackSource,
+    KernelSource,
+    ProcfsSource,
+    docker_lister,
+)
+from rulectl.config import Config, FactsConfig
 from rulectl.engine import Decider, DurableMatcher, classify
 from rulectl.guard import Guard
 from rulectl.model import Decision, Snapshot
@@ -116,6 +122,32 @@ def load_ruleset_or_fail(config: Config) -> RuleSet:
     return result.ruleset
 
 
+def make_source(facts: FactsConfig, choice: str | None = None):
+    """The facts source: `auto` tries the kernel modules every tick and falls
+    back to /proc for that tick; `kernel` and `procfs` use one source only."""
+    choice = choice or facts.source
+    kernel_source = KernelSource(facts.procs_file, facts.containers_file)
+    if choice == "kernel":
+        return kernel_source
+    if choice == "procfs":
+        return ProcfsSource("/proc")
+    return FallbackSource(kernel_source, ProcfsSource("/proc"))
+
+
+def load_kernel_modules(facts: FactsConfig) -> None:
+    """Start-up step 7; every outcome is logged once, none is fatal."""
+    if not facts.load_modules or facts.source == "procfs":
+        return
+    procnames = {
+        "rulectl_procs": facts.procs_file.name,
+        "rulectl_containers": facts.containers_file.name,
+    }
+    for result in kernel.load_modules(facts.module_dir, procnames):
+        (log.info if result.loaded else log.warning)(
+            "kernel module %s: %s", result.module, result.message
+        )
+
+
 def own_container_id(proc_root: Path = Path("/proc")) -> str | None:
     """The container rulectl itself runs in, if any: never acted on."""
     try:
@@ -171,8 +203,8 @@ class Daemon:
 
         self.client = connect_docker(cfg, self.stop, attempts=3 if self.once else None)
         self.actor = DockerActor(self.client, cfg.guard.stop_grace_s)
-        self.collector = Collector(ProcfsSource("/proc"), docker_lister(self.client))
-        log.info("facts source: userspace /proc reader")
+        load_kernel_modules(cfg.facts)
+        self.collector = Collector(make_source(cfg.facts), docker_lister(self.client))
         self.decider = Decider(self.ruleset, DurableMatcher(self.ruleset))
         self.guard = Guard(
             cfg.guard, dry_run=cfg.dry_run, own_container_id=own_container_id()
