@@ -91,6 +91,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.set_defaults(func=cmd_run)
 
+    reload = sub.add_parser(
+        "reload", parents=[common], help="make the running daemon reload its rules"
+    )
+    reload.set_defaults(func=cmd_reload)
+
     validate = sub.add_parser(
         "validate", parents=[common], help="check rule files and the config"
     )
@@ -150,6 +155,26 @@ def cmd_run(args: argparse.Namespace) -> int:
             return 0  # asked to stop while starting: not a failure
         log.error("cannot start: %s", exc)
         return 2
+
+
+def cmd_reload(args: argparse.Namespace) -> int:
+    """Sends SIGHUP to the daemon whose pid file is in the data directory."""
+    import os
+    import signal
+
+    config = load_config(args.config)
+    pid_file = config.data_dir / "rulectl.pid"
+    try:
+        pid = int(pid_file.read_text().strip())
+        os.kill(pid, signal.SIGHUP)
+    except (OSError, ValueError) as exc:
+        print(
+            f"rulectl: no running daemon found through {pid_file}: {exc}",
+            file=sys.stderr,
+        )
+        return 2
+    print(f"asked rulectl (pid {pid}) to reload its rules; its log says the outcome")
+    return 0
 
 
 # -- validate --------------------------------------------------------------

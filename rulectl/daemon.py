@@ -13,6 +13,9 @@ Start-up, in order (as the system rulectl replaces did it):
   8. signal handlers (set before all of the above, so a stop is honoured
      at any point)
 Then one baseline sample (CPU % needs two) and a tick every `interval_s`.
+Between ticks the rules are reloaded when their directory changes, on SIGHUP
+or on `rulectl reload`; a rule set that fails validation is refused and the
+one in force stays.
 Shut-down on SIGINT/SIGTERM: the cron job and the test containers it started
 are removed and a clean exit is logged.
 """
@@ -43,8 +46,9 @@ from rulectl.config import Config, FactsConfig
 from rulectl.engine import Decider, DurableMatcher, classify
 from rulectl.guard import Guard
 from rulectl.model import Decision, Snapshot
-from rulectl.rules import RuleSet, load_rules
+from rulectl.rules import RuleSet, diff_rulesets, load_rules
 from rulectl.store import Store
+from rulectl.watch import RulesWatcher
 
 log = logging.getLogger(__name__)
 
@@ -166,20 +170,38 @@ class Daemon:
         self._logged_skips: set[tuple[str, str, str]] = set()
         self.client: docker.DockerClient | None = None
         self.cron_installed = False
+        self.wake = threading.Event()  # set by a stop or a reload request
+        self.reload_requested = threading.Event()
+        self.reload_reason = ""
+        self.watcher: RulesWatcher | None = None
+        self.pid_file = config.data_dir / "rulectl.pid"
 
     # -- life cycle -------------------------------------------------------
 
     def install_signal_handlers(self) -> None:
-        def handle(signum: int, _frame: object) -> None:
-            # Only set the flag: the loop notices it within one wait.
+        # Handlers only set flags; the loop notices them within one wait.
+        def handle_stop(signum: int, _frame: object) -> None:
             log.info(
                 "received %s: finishing the current step and stopping",
                 signal.Signals(signum).name,
             )
-            self.stop.set()
+            self.request_stop()
 
-        signal.signal(signal.SIGTERM, handle)
-        signal.signal(signal.SIGINT, handle)
+        def handle_reload(_signum: int, _frame: object) -> None:
+            self.request_reload("SIGHUP")
+
+        signal.signal(signal.SIGTERM, handle_stop)
+        signal.signal(signal.SIGINT, handle_stop)
+        signal.signal(signal.SIGHUP, handle_reload)
+
+    def request_stop(self) -> None:
+        self.stop.set()
+        self.wake.set()
+
+    def request_reload(self, why: str) -> None:
+        self.reload_reason = why
+        self.reload_requested.set()
+        self.wake.set()
 
     def start(self) -> None:
         cfg = self.config
@@ -211,6 +233,14 @@ class Daemon:
         )
         if cfg.dry_run:
             log.warning("dry-run is on: decisions are recorded, nothing is done")
+
+        if not self.once:
+            self.pid_file.write_text(f"{os.getpid()}\n")
+            self.watcher = RulesWatcher(
+                cfg.rules_dir, lambda: self.request_reload("rules directory changed")
+            )
+            self.watcher.start()
+            log.info("watching %s for changes", cfg.rules_dir)
 
         if cfg.cron.enabled and not self.once:
             self.cron_installed = True
@@ -249,15 +279,74 @@ class Daemon:
                 if not self.stop.wait(wait_s):
                     self.tick()
                 return 0
-            while not self.stop.wait(wait_s):
-                started = time.monotonic()
-                self.tick()
-                wait_s = max(self.config.interval_s - (time.monotonic() - started), 0.0)
+            self.loop(time.monotonic() + wait_s)
             return 0
         finally:
             self.shutdown()
 
+    def loop(self, deadline_s: float) -> None:
+        """Ticks every interval; reloads in between when asked to."""
+        while True:
+            self.wake.wait(max(deadline_s - time.monotonic(), 0.0))
+            self.wake.clear()
+            if self.stop.is_set():
+                return
+            if self.reload_requested.is_set():
+                self.reload_requested.clear()
+                self.reload_rules(self.reload_reason)
+                continue
+            if time.monotonic() >= deadline_s:
+                started = time.monotonic()
+                self.tick()
+                deadline_s = started + self.config.interval_s
+
+    def reload_rules(self, why: str) -> bool:
+        """Swaps in the rules on disk if they are valid; else keeps the old."""
+        result = load_rules([self.config.rules_dir])
+        if not result.ok:
+            errors = [f for f in result.findings if f.severity == "error"]
+            log.error(
+                "reload (%s) refused, the rules in force stay: %d errors",
+                why,
+                len(errors),
+            )
+            for f in result.findings:
+                (log.error if f.severity == "error" else log.warning)("%s", f)
+            return False
+        new = result.ruleset
+        if new.file_hashes == self.ruleset.file_hashes:
+            log.info("reload (%s): the rule files did not change", why)
+            return False
+        changes = diff_rulesets(self.ruleset, new)
+        old_decider = self.decider
+        self.decider = Decider(
+            new, DurableMatcher(new), streaks=_kept_streaks(old_decider, changes)
+        )
+        old_decider.matcher.close()
+        self.ruleset = new
+        version = self.store.record_ruleset(
+            time.time(),
+            new.fingerprint(),
+            new.file_hashes,
+            len(new.rules),
+            str(changes),
+        )
+        log.info(
+            "rules reloaded (%s): version %d, %d rules; %s",
+            why,
+            version,
+            len(new.rules),
+            changes,
+        )
+        return True
+
     def shutdown(self) -> None:
+        if self.watcher is not None:
+            self.watcher.stop()
+        if self.pid_file.exists() and self.pid_file.read_text().strip() == str(
+            os.getpid()
+        ):
+            self.pid_file.unlink()
         if self.cron_installed:
             try:
                 cron.remove_entry()
@@ -319,6 +408,12 @@ class Daemon:
             log.info(
                 "pruned %d rows older than %g days", removed, self.config.retention_days
             )
+
+
+def _kept_streaks(old: Decider, changes) -> dict[tuple[str, str], int]:
+    """`for: N` progress survives a reload for rules that did not change."""
+    changed = set(changes.edited) | set(changes.removed)
+    return {key: n for key, n in old.streaks.items() if key[0] not in changed}
 
 
 def _hostname() -> str:

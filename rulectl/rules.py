@@ -20,7 +20,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -98,6 +98,44 @@ class Result:
         return self.ruleset is not None and not any(
             f.severity == "error" for f in self.findings
         )
+
+
+@dataclass(frozen=True)
+class RuleChanges:
+    added: tuple[str, ...]
+    removed: tuple[str, ...]
+    edited: tuple[str, ...]
+
+    def __str__(self) -> str:
+        parts = [
+            f"{label} {', '.join(names)}"
+            for label, names in (
+                ("added", self.added),
+                ("removed", self.removed),
+                ("edited", self.edited),
+            )
+            if names
+        ]
+        return "; ".join(parts) or "no rule changed"
+
+
+def diff_rulesets(old: RuleSet, new: RuleSet) -> RuleChanges:
+    """Which rules a reload adds, removes and edits (by name).
+
+    A rule that only moved within its file is not edited; a change of types
+    or protection shows as an edit of no rule (see the file hashes).
+    """
+
+    def comparable(rule: Rule) -> Rule:
+        return replace(rule, file="", line=0)
+
+    before = {r.name: comparable(r) for r in old.rules}
+    after = {r.name: comparable(r) for r in new.rules}
+    return RuleChanges(
+        added=tuple(n for n in after if n not in before),
+        removed=tuple(n for n in before if n not in after),
+        edited=tuple(n for n in after if n in before and after[n] != before[n]),
+    )
 
 
 def schema() -> dict[str, Any]:

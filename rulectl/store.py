@@ -99,6 +99,7 @@ SCHEMA: dict[str, dict[str, Any]] = {
         "fingerprint": _TEXT,
         "files": _TEXT,
         "n_rules": _INT,
+        "changes": _TEXT,
     },
 }
 
@@ -210,7 +211,12 @@ class Store:
             )
 
     def record_ruleset(
-        self, time_s: float, fingerprint: str, files: dict[str, str], n_rules: int
+        self,
+        time_s: float,
+        fingerprint: str,
+        files: dict[str, str],
+        n_rules: int,
+        changes: str = "",
     ) -> int:
         """Records a loaded rule set; returns its version number (1, 2, ...)."""
         table = self.db["ruleset_versions"]
@@ -227,6 +233,7 @@ class Store:
                     fingerprint=fingerprint,
                     files=json.dumps(files, sort_keys=True),
                     n_rules=n_rules,
+                    changes=changes,
                 )
             )
         return version
