@@ -91,6 +91,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.set_defaults(func=cmd_run)
 
+    schema = sub.add_parser(
+        "schema", parents=[common], help="print the JSON Schema of rule files"
+    )
+    schema.set_defaults(func=cmd_schema)
+
+    why = sub.add_parser(
+        "why", parents=[common], help="every decision about a container, newest first"
+    )
+    why.add_argument("container", help="container name or id (prefix)")
+    why.add_argument("--format", choices=["text", "json"], default="text")
+    why.set_defaults(func=cmd_why)
+
     reload = sub.add_parser(
         "reload", parents=[common], help="make the running daemon reload its rules"
     )
@@ -155,6 +167,42 @@ def cmd_run(args: argparse.Namespace) -> int:
             return 0  # asked to stop while starting: not a failure
         log.error("cannot start: %s", exc)
         return 2
+
+
+def cmd_schema(_args: argparse.Namespace) -> int:
+    from rulectl.rules import schema
+
+    print(json.dumps(schema(), indent=2))
+    return 0
+
+
+def cmd_why(args: argparse.Namespace) -> int:
+    """Reads the decisions table; needs no Docker and no running daemon."""
+    from datetime import datetime
+
+    from rulectl.store import Store
+
+    config = load_config(args.config)
+    store = Store(config.db_url, host="")
+    rows = store.decisions_for(args.container)
+    if args.format == "json":
+        print(json.dumps(rows, indent=2, default=str))
+        return 0 if rows else 1
+    if not rows:
+        print(f"no decisions recorded about {args.container!r}")
+        return 1
+    for r in rows:
+        when = datetime.fromtimestamp(r["time"]).strftime("%Y-%m-%d %H:%M:%S")
+        print(
+            f"{when} tick {r['tick']} {r['host']}: {r['action']} "
+            f"{r['container_name']} ({r['container_id'][:12]}) by rule {r['rule']}, "
+            f"rank {r['rank']}: {r['outcome']}"
+        )
+        print(f"    why: {r['reason']}")
+        if r["detail"]:
+            print(f"    result: {r['detail']}")
+        print(f"    facts: {r['facts']}")
+    return 0
 
 
 def cmd_reload(args: argparse.Namespace) -> int:

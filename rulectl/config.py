@@ -21,6 +21,7 @@ INSTALLED_CONFIG = Path("/etc/rulectl/config.yaml")
 @dataclass(frozen=True)
 class GuardConfig:
     max_actions_per_tick: int = 25
+    max_actions_per_minute: int = 60
     cooldown_s: float = 60.0
     min_age_s: float = 0.0
     stop_grace_s: int = 5

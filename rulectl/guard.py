@@ -3,13 +3,14 @@
 Each pending decision is looked at again with fresh data from Docker (does
 the container still exist, run, and match the rule?) and against the safety
 policies (protection, the daemon's own container, minimum age, per-container
-cooldown, per-tick limit, global dry-run). What it lets through is left
+cooldown, per-tick and per-minute limits, global dry-run). What it lets through is left
 "pending" for `act`; everything else gets its outcome and reason here.
 """
 
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -42,6 +43,7 @@ class Guard:
     clock: Callable[[], float] = time.monotonic
     wall: Callable[[], float] = time.time
     last_action_s: dict[str, float] = field(default_factory=dict)
+    action_times_s: deque[float] = field(default_factory=deque)
 
     def review(
         self, decisions: list[Decision], ruleset: RuleSet, inspect: Inspect
@@ -49,22 +51,40 @@ class Guard:
         """Sets the outcome of every decision that must not go ahead."""
         rules = {r.name: r for r in ruleset.rules}
         allowed = 0
+        recent = self._actions_in_last_minute()
         for d in decisions:
             if d.outcome != "pending":
                 continue
             verdict = self._check(d, ruleset, rules, inspect)
-            if verdict is None and allowed >= self.policy.max_actions_per_tick:
-                verdict = (
-                    "skipped",
-                    f"per-tick limit of {self.policy.max_actions_per_tick} "
-                    "actions reached; left for the next tick",
-                )
+            if verdict is None and d.action != "log":
+                verdict = self._limits(allowed, recent)
+                if verdict is None:
+                    allowed += 1
             if verdict is None and self.dry_run:
                 verdict = ("dry-run", "dry-run is on: nothing is done")
-            if verdict is None:
-                allowed += 1
-                continue
-            d.outcome, d.detail = verdict
+            if verdict is not None:
+                d.outcome, d.detail = verdict
+
+    def _limits(self, allowed: int, recent: int) -> tuple[str, str] | None:
+        if allowed >= self.policy.max_actions_per_tick:
+            return (
+                "skipped",
+                f"per-tick limit of {self.policy.max_actions_per_tick} "
+                "actions reached; left for the next tick",
+            )
+        if recent + allowed >= self.policy.max_actions_per_minute:
+            return (
+                "skipped",
+                f"per-minute limit of {self.policy.max_actions_per_minute} "
+                "actions reached; left for a later tick",
+            )
+        return None
+
+    def _actions_in_last_minute(self) -> int:
+        horizon = self.clock() - 60.0
+        while self.action_times_s and self.action_times_s[0] < horizon:
+            self.action_times_s.popleft()
+        return len(self.action_times_s)
 
     def _check(
         self, d: Decision, ruleset: RuleSet, rules: dict, inspect: Inspect
@@ -103,5 +123,7 @@ class Guard:
         return None
 
     def acted(self, container_id: str) -> None:
-        """Starts the cooldown of a container an action was carried out on."""
-        self.last_action_s[container_id] = self.clock()
+        """Counts an action carried out, and starts the container's cooldown."""
+        now = self.clock()
+        self.last_action_s[container_id] = now
+        self.action_times_s.append(now)

@@ -9,7 +9,10 @@ the JSON pointer of the node):
     semantics  R001 `when` syntax, R002 unknown field, R003 type mismatch,
                R004 unknown type, R005 duplicate name, R006 unknown
                order_by field, R007 no rule files, R008 duplicate type
-    lint       L001 percentage that can never be reached (warnings)
+    lint       (warnings) L001 a percentage that can never be reached,
+               L002 a rule shadowed by an earlier one, L003 two keep rules on
+               the same containers, L004 a threshold rule before a keep rule
+               on the same containers
 
 A later stage runs only on files that passed the earlier ones, so one typo
 does not drown in consequences.
@@ -20,6 +23,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import json
+import os
 from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
@@ -74,6 +78,7 @@ class Rule:
     for_ticks: int = 1
     file: str = ""
     line: int = 0
+    pointer: str = ""
 
 
 @dataclass(frozen=True)
@@ -127,7 +132,7 @@ def diff_rulesets(old: RuleSet, new: RuleSet) -> RuleChanges:
     """
 
     def comparable(rule: Rule) -> Rule:
-        return replace(rule, file="", line=0)
+        return replace(rule, file="", line=0, pointer="")
 
     before = {r.name: comparable(r) for r in old.rules}
     after = {r.name: comparable(r) for r in new.rules}
@@ -306,7 +311,7 @@ def _build_ruleset(
             rules.append(rule)
 
     ruleset = RuleSet(tuple(types.items()), tuple(protect), tuple(rules), hashes)
-    return ruleset, findings
+    return ruleset, findings + _lint_rules(rules)
 
 
 def _matcher(spec: dict[str, Any]) -> Matcher:
@@ -375,8 +380,69 @@ def _build_rule(
         for_ticks=spec.get("for", 1),
         file=doc.path,
         line=line,
+        pointer=base,
     )
     return rule, findings
+
+
+def _may_overlap(a: Selector, b: Selector) -> bool:
+    """Whether two selections can share a container (a cheap, safe guess)."""
+    if a.types is not None and b.types is not None and not set(a.types) & set(b.types):
+        return False
+    return True
+
+
+def _covers(a: Selector, b: Selector) -> bool:
+    """Whether every container `b` selects is also selected by `a`."""
+    if a.types is not None and (b.types is None or not set(b.types) <= set(a.types)):
+        return False
+    m = a.matcher
+    return (
+        (m.name is None or m.name == b.matcher.name)
+        and (m.image is None or m.image == b.matcher.image)
+        and set(m.labels) <= set(b.matcher.labels)
+    )
+
+
+def _lint_rules(rules: list[Rule]) -> list[Finding]:
+    """Warnings about rules that cannot act or that work against each other."""
+    findings = []
+
+    def warn(rule: Rule, code: str, message: str) -> None:
+        findings.append(
+            Finding(
+                rule.file, rule.line, 5, code, message, rule.pointer, severity="warning"
+            )
+        )
+
+    for i, later in enumerate(rules):
+        for earlier in rules[:i]:
+            takes_all = earlier.keep == 0 and earlier.when is None
+            if takes_all and _covers(earlier.select, later.select):
+                warn(
+                    later,
+                    "L002",
+                    f"rule {later.name!r} is shadowed: {earlier.name!r} comes first "
+                    "and acts on every container it selects",
+                )
+            elif not _may_overlap(earlier.select, later.select):
+                continue
+            elif earlier.keep is not None and later.keep is not None:
+                warn(
+                    later,
+                    "L003",
+                    f"rules {earlier.name!r} and {later.name!r} both keep a number of "
+                    "the same containers: one removes what the other keeps",
+                )
+            elif earlier.keep is None and later.keep is not None:
+                warn(
+                    later,
+                    "L004",
+                    f"threshold rule {earlier.name!r} comes before keep rule "
+                    f"{later.name!r} on the same containers: what it takes changes "
+                    "the count the keep rule sees next tick; put the keep rule first",
+                )
+    return findings
 
 
 def _lint_when(doc: Document, pointer: str, when: expr_mod.Expr) -> list[Finding]:
@@ -385,8 +451,14 @@ def _lint_when(doc: Document, pointer: str, when: expr_mod.Expr) -> list[Finding
     for cmp in expr_mod.fields_of(when):
         if not isinstance(cmp.value, float) or cmp.op not in (">", ">="):
             continue
+        ncpu = os.cpu_count() or 1
         if cmp.field in expr_mod.PERCENT_FIELDS and cmp.value >= 100:
             why = "a memory percentage never exceeds 100"
+        elif cmp.field in expr_mod.CPU_PERCENT_FIELDS and cmp.value >= 100 * ncpu:
+            why = (
+                f"this host has {ncpu} CPUs, so CPU % (100 per core) tops at "
+                f"{100 * ncpu}"
+            )
         else:
             continue
         line, col = doc.where(pointer)

@@ -34,9 +34,9 @@ def fresh(
     )
 
 
-def guard(**policy) -> Guard:
+def guard(clock=lambda: NOW, **policy) -> Guard:
     options = {"max_actions_per_tick": 25, "cooldown_s": 60, "min_age_s": 0} | policy
-    return Guard(GuardConfig(**options), clock=lambda: NOW, wall=lambda: NOW)
+    return Guard(GuardConfig(**options), clock=clock, wall=lambda: NOW)
 
 
 def review(g: Guard, decisions: list[Decision], states: dict[int, FreshState | None]):
@@ -117,3 +117,29 @@ def test_global_dry_run_decides_but_does_nothing():
     assert review(g, [decision(1)], {1: fresh(1)}) == [
         ("dry-run", "dry-run is on: nothing is done")
     ]
+
+
+def test_per_minute_limit_counts_actions_of_earlier_ticks():
+    now = [NOW]
+    g = guard(clock=lambda: now[0], max_actions_per_minute=3)
+    first = [decision(n) for n in range(1, 3)]
+    assert review(g, first, {1: fresh(1), 2: fresh(2)}) == [("pending", "")] * 2
+    for d in first:
+        g.acted(d.container_id)
+
+    now[0] += 20
+    second = [decision(n) for n in range(3, 6)]
+    assert (
+        review(g, second, {n: fresh(n) for n in range(3, 6)})
+        == [("pending", "")]
+        + [("skipped", "per-minute limit of 3 actions reached; left for a later tick")]
+        * 2
+    )
+
+    now[0] += 45  # the first two actions are now more than a minute old
+    assert review(g, [decision(6)], {6: fresh(6)}) == [("pending", "")]
+
+
+def test_log_actions_are_not_limited():
+    decisions = [decision(n, action="log") for n in range(1, 4)]
+    assert review(guard(max_actions_per_tick=1), decisions, {}) == [("pending", "")] * 3

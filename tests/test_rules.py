@@ -287,3 +287,60 @@ def test_validate_command_prints_findings_and_exits_1_then_0(tmp_path):
     assert subprocess.run(cmd + [str(good)], capture_output=True).returncode == 0
     missing = subprocess.run(cmd + [str(tmp_path / "nope")], capture_output=True)
     assert missing.returncode == 2
+
+
+def test_lint_warns_about_rules_that_cannot_act_or_fight(tmp_path):
+    write(
+        tmp_path,
+        """
+        version: 1
+        types:
+          low: {label: {t: low}}
+          high: {label: {t: high}}
+        rules:
+          - name: drop-all-low
+            select: {type: low}
+            keep: 0
+            action: remove
+          - name: low-hot
+            select: {type: low}
+            when: "cpu_percent > 50"
+            action: stop
+          - name: keep-high
+            select: {type: high}
+            keep: 2
+            action: remove
+          - name: keep-any
+            select: {}
+            keep: 5
+            action: remove
+        """,
+    )
+    result = load_rules([tmp_path])
+    assert result.ok
+    assert [(f.code, f.line, f.pointer) for f in result.findings] == [
+        ("L002", 10, "/rules/1"),
+        ("L003", 18, "/rules/3"),
+        ("L004", 18, "/rules/3"),
+        ("L003", 18, "/rules/3"),
+    ]
+    assert result.findings[0].message == (
+        "rule 'low-hot' is shadowed: 'drop-all-low' comes first and acts on every "
+        "container it selects"
+    )
+
+
+def test_cpu_percent_above_what_this_host_can_reach_is_flagged(tmp_path, monkeypatch):
+    monkeypatch.setattr("os.cpu_count", lambda: 4)
+    write(
+        tmp_path,
+        """
+        version: 1
+        rules:
+          - {name: a, select: {}, when: "cpu_percent > 400", action: log}
+          - {name: b, select: {}, when: "cpu_percent > 399", action: log}
+        """,
+    )
+    result = load_rules([tmp_path])
+    assert [(f.code, f.pointer) for f in result.findings] == [("L001", "/rules/0/when")]
+    assert result.findings[0].message.endswith("CPU % (100 per core) tops at 400")
