@@ -91,6 +91,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.set_defaults(func=cmd_run)
 
+    test = sub.add_parser(
+        "test", parents=[common], help="run rule unit tests written in YAML"
+    )
+    test.add_argument(
+        "paths",
+        nargs="*",
+        type=Path,
+        help="test files or directories (default: rule-tests/)",
+    )
+    test.add_argument("--rules", type=Path, help="test these rules instead")
+    test.set_defaults(func=cmd_test)
+
     schema = sub.add_parser(
         "schema", parents=[common], help="print the JSON Schema of rule files"
     )
@@ -167,6 +179,36 @@ def cmd_run(args: argparse.Namespace) -> int:
             return 0  # asked to stop while starting: not a failure
         log.error("cannot start: %s", exc)
         return 2
+
+
+def cmd_test(args: argparse.Namespace) -> int:
+    from rulectl.rules import rule_files
+    from rulectl.ruletest import RuleTestError, run_file
+
+    paths = args.paths or [Path("rule-tests")]
+    missing = [p for p in paths if not p.exists()]
+    if missing:
+        print(f"rulectl: no such file or directory: {missing[0]}", file=sys.stderr)
+        return 2
+    passed = failed = 0
+    for path in rule_files(paths):
+        try:
+            outcomes = run_file(path, args.rules)
+        except RuleTestError as exc:
+            for f in exc.findings:
+                print(f, file=sys.stderr)
+            return 2
+        for o in outcomes:
+            if o.passed:
+                passed += 1
+                print(f"ok    {o.file}: {o.name}")
+            else:
+                failed += 1
+                print(f"FAIL  {o.file}: {o.name}")
+                for block in o.failures:
+                    print(block)
+    print(f"{passed} passed, {failed} failed")
+    return 1 if failed else 0
 
 
 def cmd_schema(_args: argparse.Namespace) -> int:
