@@ -13,7 +13,7 @@
 # layout lists "role pid cgroup-directory" for every process started here;
 # snapA/ (cgroup v2), snapB/ (v2 plus a v1 cpu,cpuacct hierarchy) and
 # snapC/ (1500 more processes) are captures made by "rcprobe snap";
-# dmesg.txt is taken at the end.
+# dmesg.txt and dmesg-raw.txt (with <level> prefixes) are taken at the end.
 
 export PATH=/bin
 R=/tmp/results
@@ -195,6 +195,7 @@ run lsmod_end lsmod
 # ---- F: hand the results over -------------------------------------------
 
 dmesg >"$R/dmesg.txt"
+dmesg -r >"$R/dmesg-raw.txt"
 say "sending results"
 stty -F /dev/ttyS1 raw -echo 2>/dev/null
 (cd /tmp && tar -cf - results | gzip -c | base64) >/dev/ttyS1

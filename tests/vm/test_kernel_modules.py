@@ -213,6 +213,23 @@ def test_kernel_log_has_no_bug_warning_or_oops(vm):
         assert KERNEL_TROUBLE.findall(text) == []
 
 
+def test_nothing_at_warning_level_after_the_first_insmod(vm):
+    vm.require()
+    raw = (vm.results / "dmesg-raw.txt").read_text(errors="replace").splitlines()
+    start = next(i for i, line in enumerate(raw) if "rulectl_procs:" in line)
+    urgent = [
+        line
+        for line in raw[start:]
+        if (level := re.match(r"<(\d+)>", line)) and int(level[1]) & 7 <= 4
+    ]
+    # Expected: the kernel saying once per boot that an unsigned out-of-tree
+    # module taints it (true of any module built outside Debian's tree), and
+    # the error for the bad procname that init.sh passes on purpose.
+    expected = ("loading out-of-tree module taints kernel", "procname must be one")
+    assert [line for line in urgent if not any(e in line for e in expected)] == []
+    assert sum(expected[0] in line for line in urgent) == 1
+
+
 # ---- what the files say -------------------------------------------------
 
 
