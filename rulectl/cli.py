@@ -103,6 +103,13 @@ def _parser() -> argparse.ArgumentParser:
     test.add_argument("--rules", type=Path, help="test these rules instead")
     test.set_defaults(func=cmd_test)
 
+    status = sub.add_parser(
+        "status", parents=[common], help="live view of containers, ranks and actions"
+    )
+    status.add_argument("--once", action="store_true", help="print one view and exit")
+    status.add_argument("--interval", type=float, default=2.0, metavar="SECONDS")
+    status.set_defaults(func=cmd_status)
+
     schema = sub.add_parser(
         "schema", parents=[common], help="print the JSON Schema of rule files"
     )
@@ -140,6 +147,16 @@ def _parser() -> argparse.ArgumentParser:
     dry.add_argument("--facts", type=Path, help="a snapshot from `rulectl facts`")
     dry.add_argument(
         "--rules", type=Path, help="rule file or directory (default: rules_dir)"
+    )
+    dry.add_argument(
+        "--replay",
+        type=Path,
+        metavar="DB",
+        help="re-decide the ticks recorded "
+        "in this SQLite file (or give an SQLAlchemy URL)",
+    )
+    dry.add_argument(
+        "--since", default="1h", help="with --replay: how far back (30m, 1h, 2d)"
     )
     dry.add_argument("--format", choices=["text", "json"], default="text")
     dry.set_defaults(func=cmd_dry_run)
@@ -209,6 +226,39 @@ def cmd_test(args: argparse.Namespace) -> int:
                     print(block)
     print(f"{passed} passed, {failed} failed")
     return 1 if failed else 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from rulectl import status
+    from rulectl.collect import Collector, docker_lister
+    from rulectl.daemon import StartupError, connect_docker, make_source
+    from rulectl.engine import Decider, DurableMatcher
+    from rulectl.rules import load_rules
+    from rulectl.store import Store
+
+    config = load_config(args.config)
+    result = load_rules([config.rules_dir])
+    if not result.ok:
+        print("rulectl: the rules are invalid; run `rulectl validate`", file=sys.stderr)
+        return 1
+    try:
+        client = connect_docker(config, threading.Event(), attempts=1)
+    except StartupError as exc:
+        print(f"rulectl: {exc}", file=sys.stderr)
+        return 2
+    db_file = config.data_dir / "rulectl.db"
+    store = None
+    if config.database_url or db_file.exists():
+        store = Store(config.db_url, host="")
+    collector = Collector(make_source(config.facts), docker_lister(client))
+    collector.sample()
+    time.sleep(1.0)
+    decider = Decider(result.ruleset, DurableMatcher(result.ruleset))
+    try:
+        status.run(collector.sample, decider, store, args.interval, args.once)
+    except KeyboardInterrupt:
+        pass
+    return 0
 
 
 def cmd_schema(_args: argparse.Namespace) -> int:
@@ -325,6 +375,8 @@ def cmd_dry_run(args: argparse.Namespace) -> int:
             print(f, file=sys.stderr)
         print("rulectl: the rules are invalid; run `rulectl validate`", file=sys.stderr)
         return 1
+    if args.replay:
+        return _replay(args, result.ruleset)
     if args.facts:
         try:
             snapshot = Snapshot.from_json(json.loads(args.facts.read_text()))
@@ -346,6 +398,72 @@ def cmd_dry_run(args: argparse.Namespace) -> int:
     else:
         _print_dry_run(report)
     return 0
+
+
+def _replay(args: argparse.Namespace, ruleset: Any) -> int:
+    from datetime import datetime
+
+    from rulectl.replay import replay
+    from rulectl.store import Store
+
+    try:
+        since_s = time.time() - _duration_s(args.since)
+    except ValueError:
+        print(
+            f"rulectl: --since wants a duration like 30m, 1h or 2d, not {args.since!r}",
+            file=sys.stderr,
+        )
+        return 2
+    target = str(args.replay)
+    if "://" not in target:
+        if not args.replay.is_file():
+            print(f"rulectl: no database at {args.replay}", file=sys.stderr)
+            return 2
+        target = f"sqlite:///{args.replay.absolute()}"
+    ticks = replay(Store(target, host=""), ruleset, since_s)
+    differing = [t for t in ticks if t.differs]
+    if args.format == "json":
+        print(
+            json.dumps(
+                {
+                    "ticks": len(ticks),
+                    "differing": [
+                        {
+                            "host": t.host,
+                            "tick": t.tick,
+                            "time": t.time,
+                            "recorded": [_action_json(a) for a in t.recorded],
+                            "now": [_action_json(a) for a in t.now],
+                        }
+                        for t in differing
+                    ],
+                },
+                indent=2,
+            )
+        )
+        return 0
+    for t in differing:
+        when = datetime.fromtimestamp(t.time).strftime("%Y-%m-%d %H:%M:%S")
+        print(f"tick {t.tick} on {t.host} at {when}:")
+        for a in t.recorded:
+            if a not in t.now:
+                print(f"  - {a[0]}: {a[1]} {a[3]} (recorded, not any more)")
+        for a in t.now:
+            if a not in t.recorded:
+                print(f"  + {a[0]}: {a[1]} {a[3]} (with the rules on disk)")
+    print(f"{len(ticks)} ticks replayed, {len(differing)} would be decided differently")
+    return 0
+
+
+def _action_json(a: tuple) -> dict[str, Any]:
+    return {"rule": a[0], "action": a[1], "container": {"id": a[2], "name": a[3]}}
+
+
+def _duration_s(text: str) -> float:
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    if text and text[-1] in units:
+        return float(text[:-1]) * units[text[-1]]
+    return float(text)
 
 
 def _dry_run_report(decider: Any, decisions: list) -> dict[str, Any]:

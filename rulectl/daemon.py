@@ -207,6 +207,7 @@ class Daemon:
         cfg = self.config
         cfg.data_dir.mkdir(parents=True, exist_ok=True)
         self.store = Store(cfg.db_url, host=_hostname())
+        self.tick_no = self.store.last_tick()
         log.info("database ready at %s", _redact(cfg.db_url))
 
         self.ruleset = load_ruleset_or_fail(cfg)

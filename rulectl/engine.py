@@ -288,13 +288,13 @@ class Decider:
                     facts=_facts_for_record(ev.facts),
                 )
                 if streak < rule.for_ticks:
-                    decision.outcome = "skipped"
+                    decision.outcome, decision.held = "skipped", True
                     decision.detail = (
                         f"condition held {streak} of {rule.for_ticks} "
                         "consecutive ticks needed"
                     )
                 elif ev.container_id in claimed:
-                    decision.outcome = "skipped"
+                    decision.outcome, decision.held = "skipped", True
                     decision.detail = "already acted on by an earlier rule this tick"
                 else:
                     claimed.add(ev.container_id)

@@ -197,7 +197,9 @@ class Decision:
     """One thing a rule asked for in one tick, and what became of it.
 
     outcome: "done", "dry-run", "skipped", "gone" (the container vanished
-    before or while acting) or "failed".
+    before or while acting) or "failed". `held` marks a decision the engine
+    itself held back (a `for: N` streak not reached yet, or a container
+    already taken by an earlier rule), as opposed to one the guard stopped.
     """
 
     rule: str
@@ -209,6 +211,7 @@ class Decision:
     facts: dict[str, Any] = field(default_factory=dict)
     outcome: str = "pending"
     detail: str = ""
+    held: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {

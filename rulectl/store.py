@@ -62,6 +62,7 @@ SCHEMA: dict[str, dict[str, Any]] = {
         "mem_percent": _REAL,
         "vsz_kb": _INT,
         "mem_working_set_kb": _INT,
+        "labels": _TEXT,
     },
     "process_samples": {
         "time": _REAL,
@@ -91,6 +92,7 @@ SCHEMA: dict[str, dict[str, Any]] = {
         "facts": _TEXT,
         "outcome": _TEXT,
         "detail": _TEXT,
+        "held": sa.Boolean,
     },
     "ruleset_versions": {
         "time": _REAL,
@@ -182,6 +184,7 @@ class Store:
                         mem_percent=c.mem_percent,
                         vsz_kb=c.vsz_kb,
                         mem_working_set_kb=c.mem_working_set_kb,
+                        labels=json.dumps(c.labels, sort_keys=True),
                     )
                     for c in snapshot.containers
                 ]
@@ -238,6 +241,13 @@ class Store:
             )
         return version
 
+    def last_tick(self) -> int:
+        """The highest tick stored for this host: tick numbers go on across
+        restarts, so (host, tick) names one tick."""
+        table = self.db["host_samples"]
+        row = table.find_one(host=self.host, order_by="-tick")
+        return int(row["tick"]) if row else 0
+
     def prune(self, older_than_s: float) -> int:
         """Deletes samples and decisions older than a wall-clock time."""
         removed = 0
@@ -279,4 +289,5 @@ def _decision_row(d: Decision, t: float, host: str, tick: int) -> dict[str, Any]
         facts=json.dumps(d.facts, sort_keys=True),
         outcome=d.outcome,
         detail=d.detail,
+        held=d.held,
     )

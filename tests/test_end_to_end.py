@@ -9,6 +9,7 @@ entry gone, test containers gone, grafana untouched.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import shutil
@@ -229,6 +230,44 @@ def test_daemon_keeps_three_low_and_two_high_and_cleans_up_on_sigterm(
     assert managed(docker_client) == []
     protected_grafana.reload()
     assert protected_grafana.status == "running"
+
+    # Replaying the recorded ticks with the same rules reproduces every
+    # decision; with a rule changed, the differences show.
+    same = replay_json(config, db)
+    assert same["ticks"] >= 2
+    assert same["differing"] == []
+    main = tmp_path / "rules" / "main.yaml"
+    main.write_text(main.read_text().replace("keep: 3 ", "keep: 4 ", 1))
+    changed = replay_json(config, db)
+    first = changed["differing"][0]
+    assert first["tick"] == 1
+    assert {a["container"]["name"] for a in first["recorded"]} - {
+        a["container"]["name"] for a in first["now"]
+    } == {low_victims[-1]}
+
+
+def replay_json(config: Path, db: Path) -> dict:
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "rulectl",
+            "--config",
+            str(config),
+            "dry-run",
+            "--replay",
+            str(db),
+            "--since",
+            "1h",
+            "--format",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        cwd="/",
+    )
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
 
 
 def test_run_once_performs_one_tick_and_exits_zero(docker_client, tmp_path):
