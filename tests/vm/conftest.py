@@ -51,7 +51,9 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Marks every test that uses the VM, so `-m "not vm"` leaves them out."""
     for item in items:
-        if "vm" in getattr(item, "fixturenames", ()):
+        if item.path.is_relative_to(VM_DIR) and "vm" in getattr(
+            item, "fixturenames", ()
+        ):
             item.add_marker(pytest.mark.vm)
 
 
