@@ -313,6 +313,9 @@ def _start(
                 detach=True,
                 auto_remove=False,
                 mem_limit=f"{_mem_limit_mib(cfg, workload_type)}m",
+                # The test load talks to nobody; without a network it also
+                # starts when the engine's bridge is unavailable.
+                network_mode="none",
             )
         except docker.errors.APIError as exc:
             if exc.status_code == 409 and "already in use" in str(exc):

@@ -24,6 +24,7 @@ def start(docker_client, test_labels):
             [kind if kind == "low" else "cpu"],
             detach=True,
             labels=test_labels,
+            network_mode="none",
         )
 
     return run
@@ -126,3 +127,26 @@ def test_inspect_gives_fresh_state(docker_client, start):
     assert fresh.running is True
     assert fresh.labels["rulectl.test"]
     assert 0 <= time.time() - fresh.created < 60
+
+
+def test_stop_escalates_to_sigkill_after_the_grace_period(docker_client, test_labels):
+    # SIGUSR1 has no handler in the workload, and PID 1 ignores signals it
+    # does not handle: the stop signal is ignored and only SIGKILL ends it.
+    workload.ensure_images(docker_client, workload.WorkloadConfig())
+    c = docker_client.containers.run(
+        "rulectl/workload:low",
+        ["low"],
+        detach=True,
+        labels=test_labels,
+        stop_signal="SIGUSR1",
+        network_mode="none",
+    )
+    d = decide(c, "stop")
+    started = time.monotonic()
+    DockerActor(docker_client, stop_grace_s=2).carry_out(d)
+    took_s = time.monotonic() - started
+
+    assert d.outcome == "done"
+    state = docker_client.api.inspect_container(c.id)["State"]
+    assert (state["Status"], state["ExitCode"]) == ("exited", 137)  # SIGKILL
+    assert 2 <= took_s < 8, f"the grace period was not honoured: {took_s:.1f} s"

@@ -73,11 +73,16 @@ def saved_crontab():
 
 @pytest.fixture
 def protected_grafana(docker_client, test_labels):
+    """A container protected by the default `grafana*` name glob. Its name is
+    unique so that a real Grafana on the host is never touched by the tests."""
     workload.ensure_images(docker_client, workload.WorkloadConfig())
-    for old in docker_client.api.containers(all=True, filters={"name": "^/grafana$"}):
-        docker_client.api.remove_container(old["Id"], force=True)
     container = docker_client.containers.run(
-        "rulectl/workload:low", ["low"], name="grafana", detach=True, labels=test_labels
+        "rulectl/workload:low",
+        ["low"],
+        name=f"grafana-test-{test_labels['rulectl.test'][:8]}",
+        detach=True,
+        labels=test_labels,
+        network_mode="none",
     )
     yield container
     container.remove(force=True)
@@ -204,8 +209,8 @@ def test_daemon_keeps_three_low_and_two_high_and_cleans_up_on_sigterm(
         )
         assert (
             con.execute(
-                "select count(*) from container_samples where tick = 1 "
-                "and name = 'grafana'"
+                "select count(*) from container_samples where tick = 1 and name = ?",
+                (protected_grafana.name,),
             ).fetchone()[0]
             == 1
         )

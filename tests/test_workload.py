@@ -152,7 +152,10 @@ def test_image_run_without_command_uses_its_own_mode(
 
     for workload_type, line in expected_line.items():
         container = docker_client.containers.run(
-            test_image_cfg.image_tag(workload_type), detach=True, labels=test_labels
+            test_image_cfg.image_tag(workload_type),
+            detach=True,
+            labels=test_labels,
+            network_mode="none",
         )
         deadline = time.monotonic() + 10
         while b"workload: " not in container.logs() and time.monotonic() < deadline:
