@@ -97,3 +97,47 @@ def test_the_weird_names_survive_both_readers():
     assert '"' in k.cmdline and "\\" in k.cmdline and "\n" in k.cmdline
     assert k.cmdline == p.cmdline
     assert k.name == p.name
+
+
+def test_facts_command_prints_the_kernel_snapshot(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    base = FIXTURES / "cgroup-v2"
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "facts:\n"
+        f"  procs_file: {base / 'rulectl_procs.json'}\n"
+        f"  containers_file: {base / 'rulectl_containers.json'}\n"
+    )
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "rulectl",
+            "facts",
+            "--source",
+            "kernel",
+            "--format",
+            "json",
+            "--config",
+            str(config),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    module = json.loads((base / "rulectl_procs.json").read_text())
+    assert doc["version"] == 1 and doc["source"] == "kernel"
+    assert doc["host"]["mem_total_kb"] == module["mem_total_kb"]
+    assert [p["pid"] for p in doc["processes"]] == [
+        p["pid"] for p in module["processes"]
+    ]
+    weird = next(p for p in doc["processes"] if p["pid"] == 171)
+    assert weird["container_id"] == (
+        "01911ddb310ec78b4e7f2330b15233e75e832ed75cafbbc99451ff84c10f7fb5"
+    )
+    assert weird["cpu_percent"] is not None  # two readings a second apart
