@@ -2,8 +2,8 @@
 
 Start-up, in order (as the system rulectl replaces did it):
   1. logging with time, level and file:line      (cli.setup_logging)
-  2. Grafana                                      not started by this version:
-     the dashboards read the database directly, see README "Grafana"
+  2. Grafana started if it can be: a local service or binary, or a local
+     Grafana image as a protected container; otherwise one warning
   3. data directory prepared, database created
   4. rules loaded and validated                   (invalid: exit status 2)
   5. Docker reached, with retries and backoff
@@ -33,7 +33,7 @@ from pathlib import Path
 
 import docker
 
-from rulectl import cron, kernel, procfs, workload
+from rulectl import cron, grafana, kernel, procfs, workload
 from rulectl.act import DockerActor
 from rulectl.collect import (
     Collector,
@@ -205,6 +205,8 @@ class Daemon:
 
     def start(self) -> None:
         cfg = self.config
+        if not self.once:
+            grafana.start_grafana(cfg)
         cfg.data_dir.mkdir(parents=True, exist_ok=True)
         self.store = Store(cfg.db_url, host=_hostname())
         self.tick_no = self.store.last_tick()

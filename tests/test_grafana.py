@@ -11,12 +11,11 @@ No Grafana runs here. Instead:
   - each way start_grafana can take runs against fakes, and the container
     way also against a real Docker engine with a stand-in image.
 
-The real run and the stand-in container use a Docker engine started by this
-module on its own socket, not the host's shared one: the daemon acts on every
-container of the engine it talks to and, when it stops, removes every
-rulectl.managed container there, which on a shared engine would include
-containers other people started. Like every Docker test here, these fail
-(never skip) when the engine cannot be started.
+The real run and the stand-in container use the Docker engine the test set-up
+started, shared with the rest of the suite. The daemon acts on every
+container of that engine and, when it stops, removes every rulectl.managed
+container there: run the suite on a host whose test load you can spare. Like
+every Docker test here, these fail (never skip) when the engine is missing.
 """
 
 from __future__ import annotations
@@ -32,7 +31,6 @@ import socket
 import sqlite3
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -186,91 +184,17 @@ def test_every_query_is_bounded_by_the_dashboard_time_range(dashboard, panel):
 
 
 @dataclass
-class PrivateEngine:
+class Engine:
     client: docker.DockerClient
     url: str
 
 
 @pytest.fixture(scope="module")
-def engine() -> Iterator[PrivateEngine]:
-    """A dockerd of our own: its own socket, data and exec roots, no bridge
-    and no iptables rules, so it shares nothing with the host's engine."""
-    dockerd = shutil.which("dockerd")
-    if dockerd is None:
-        pytest.fail(
-            "dockerd is not installed; run scripts/setup-host.sh", pytrace=False
-        )
-    if os.geteuid() != 0:
-        pytest.fail("starting a Docker engine needs root", pytrace=False)
-
-    # Short: the engine's unix sockets live under it (108-byte limit).
-    root = Path(tempfile.mkdtemp(prefix="rulectl-gf-", dir="/tmp"))
-    socket_path = root / "docker.sock"
-    log_path = root / "dockerd.log"
-    with open(log_path, "wb") as log_file:
-        process = subprocess.Popen(
-            [
-                dockerd,
-                f"--data-root={root / 'data'}",
-                f"--exec-root={root / 'exec'}",
-                f"--pidfile={root / 'dockerd.pid'}",
-                f"--host=unix://{socket_path}",
-                "--bridge=none",
-                "--iptables=false",
-                "--ip6tables=false",
-                "--ip-masq=false",
-            ],
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    url = f"unix://{socket_path}"
-    client = None
-    try:
-        client = _wait_for_engine(url, process, log_path)
-        yield PrivateEngine(client, url)
-    finally:
-        _stop_engine(client, process, root)
-
-
-def _wait_for_engine(
-    url: str, process: subprocess.Popen, log_path: Path
-) -> docker.DockerClient:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and process.poll() is None:
-        try:
-            # The client asks the engine for its API version on creation.
-            client = docker.DockerClient(base_url=url, timeout=60)
-            client.ping()
-            return client
-        except (docker.errors.DockerException, OSError):
-            time.sleep(0.3)
-    tail = log_path.read_text(errors="replace")[-2000:]
-    pytest.fail(f"the test's dockerd did not answer:\n{tail}", pytrace=False)
-
-
-def _stop_engine(
-    client: docker.DockerClient | None, process: subprocess.Popen, root: Path
-) -> None:
-    if process.poll() is None:
-        if client is not None:
-            try:
-                for summary in client.api.containers(all=True):
-                    client.api.remove_container(summary["Id"], force=True)
-            except (docker.errors.DockerException, OSError):
-                pass
-        process.terminate()
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-    if client is not None:
-        client.close()
-    still_mounted = str(root) in Path("/proc/self/mounts").read_text()
-    if not still_mounted:
-        shutil.rmtree(root, ignore_errors=True)
+def engine(docker_client: docker.DockerClient) -> Iterator[Engine]:
+    """The Docker engine the test set-up started, shared by the whole suite."""
+    yield Engine(
+        docker_client, os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    )
 
 
 @dataclass
@@ -291,9 +215,7 @@ class RealRun:
 
 
 @pytest.fixture(scope="module")
-def real_run(
-    engine: PrivateEngine, tmp_path_factory: pytest.TempPathFactory
-) -> RealRun:
+def real_run(engine: Engine, tmp_path_factory: pytest.TempPathFactory) -> RealRun:
     """`rulectl run` for three ticks over 5 low, 3 high-mem and 2 high-cpu
     containers: the first tick removes 2 low and 3 high ones."""
     labels = {TEST_LABEL: uuid.uuid4().hex}
@@ -976,6 +898,12 @@ def test_local_grafana_image_runs_as_a_protected_container_with_the_mounts(
     engine, tmp_path
 ):
     client = engine.client
+    if client.api.containers(all=True, filters={"name": "^/grafana$"}):
+        pytest.fail(
+            "a container named grafana exists on this engine; this test needs the "
+            "name and will not touch a real Grafana",
+            pytrace=False,
+        )
     workload.ensure_images(client, workload.WorkloadConfig())
     # The stand-in: the locally built FROM-scratch workload image, tagged as
     # a Grafana image. It sleeps, which is all this test needs of it.
