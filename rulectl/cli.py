@@ -175,6 +175,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     spawn.add_argument("--count", type=int, default=10)
     spawn.set_defaults(func=cmd_spawn)
+
+    from rulectl import install
+
+    install.add_commands(sub)
     return parser
 
 

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import docker
 
-from rulectl import cron, grafana, kernel, procfs, workload
+from rulectl import cron, grafana, kernel, procfs, systemd, workload
 from rulectl.act import DockerActor
 from rulectl.collect import (
     Collector,
@@ -278,6 +278,11 @@ class Daemon:
             self.collector.sample()  # baseline: CPU % needs two samples
             wait_s = BASELINE_WAIT_S if self.once else self.config.interval_s
             log.info("baseline sample taken; first decision in %.0f s", wait_s)
+            self._check_watchdog()
+            systemd.notify_ready(
+                f"{len(self.ruleset.rules)} rules; a tick every "
+                f"{self.config.interval_s:g} s"
+            )
             if self.once:
                 if not self.stop.wait(wait_s):
                     self.tick()
@@ -300,7 +305,11 @@ class Daemon:
                 continue
             if time.monotonic() >= deadline_s:
                 started = time.monotonic()
-                self.tick()
+                result = self.tick()
+                systemd.notify_watchdog(
+                    f"tick {result.tick}: {len(result.snapshot.containers)} "
+                    f"containers, {len(result.decisions)} decisions"
+                )
                 deadline_s = started + self.config.interval_s
 
     def reload_rules(self, why: str) -> bool:
@@ -343,7 +352,21 @@ class Daemon:
         )
         return True
 
+    def _check_watchdog(self) -> None:
+        watchdog_s = systemd.watchdog_interval_s()
+        if watchdog_s is None:
+            return
+        log.info("systemd watchdog: %g s; pinged after every tick", watchdog_s)
+        if self.config.interval_s > watchdog_s / 2:
+            log.warning(
+                "interval_s (%g s) is more than half of systemd's watchdog "
+                "(%g s): the service may be killed as hung; raise WatchdogSec=",
+                self.config.interval_s,
+                watchdog_s,
+            )
+
     def shutdown(self) -> None:
+        systemd.notify_stopping("removing the cron job and the test containers")
         if self.watcher is not None:
             self.watcher.stop()
         if self.pid_file.exists() and self.pid_file.read_text().strip() == str(
@@ -372,8 +395,12 @@ class Daemon:
         decisions = self.decider.decide(snapshot)
         self.guard.review(decisions, self.ruleset, self.actor.inspect)
         for d in decisions:
-            if d.outcome == "pending":
+            if d.outcome == "pending" and self.stop.is_set():
+                # A stop must not wait for a long row of container stops.
+                d.outcome, d.detail = "skipped", "rulectl is stopping"
+            elif d.outcome == "pending":
                 self.actor.carry_out(d)
+                systemd.notify_watchdog()  # a tick of many stops is alive too
                 if d.outcome == "done":
                     self.guard.acted(d.container_id)
         self._log_decisions(decisions)

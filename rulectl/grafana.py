@@ -37,14 +37,15 @@ Known limits:
      asks for a restart; rulectl does not restart a service it did not start.
   2. A Grafana started from a binary or a container keeps running after the
      daemon stops, like the service does: it is part of the host's set-up,
-     not of one daemon run.
+     not of one daemon run. Under rulectl's systemd unit a binary started
+     here is in rulectl's cgroup, so stopping the service stops it too
+     (KillMode=mixed); install Grafana as its own service to keep it up.
   3. The frser-sqlite-datasource plugin is not installed by rulectl. The
      binary and the container ask Grafana to install it at start-up
      (GF_PLUGINS_PREINSTALL, which older Grafana versions ignore); that needs
      network access. See grafana/README.md for offline hosts.
-  4. None of this has run against a real Grafana on the machine it was
-     written on (no Grafana there); see grafana/README.md for what the tests
-     check instead.
+  4. None of this has run against a real Grafana: none could be installed
+     where it was written; grafana/README.md says what the tests check.
 """
 
 from __future__ import annotations
@@ -66,6 +67,7 @@ import yaml
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from rulectl import systemd
 from rulectl.config import Config
 
 log = logging.getLogger(__name__)
@@ -431,7 +433,7 @@ def _via_binary(
     if home is not None:
         command += ["--homepath", str(home)]
     env = {
-        **os.environ,
+        **systemd.without_notify_env(os.environ),
         "GF_PATHS_PROVISIONING": str(files.provisioning),
         "GF_SERVER_HTTP_ADDR": LOOPBACK,
         "GF_SERVER_HTTP_PORT": str(port),
