@@ -36,6 +36,9 @@ def setup_logging(verbose: bool, log_file: Path | None = None) -> None:
     for handler in handlers:
         handler.setFormatter(formatter)
         root.addHandler(handler)
+    # A log that cannot be written (a full disk) must not print a traceback
+    # for every line; the daemon reports storage trouble itself.
+    logging.raiseExceptions = False
     for noisy in ("urllib3", "docker", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 

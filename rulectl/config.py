@@ -12,7 +12,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from rulectl.rules import check_schema
+from rulectl.rules import check_schema, unsafe_permissions
 from rulectl.yamlpos import Finding, load
 
 INSTALLED_CONFIG = Path("/etc/rulectl/config.yaml")
@@ -81,6 +81,11 @@ def default_path() -> Path:
 def load_config(path: Path | None = None) -> Config:
     """Reads and validates a config file; raises ConfigError with findings."""
     path = (path or default_path()).absolute()
+    why = unsafe_permissions(path)
+    if why:
+        raise ConfigError(
+            [Finding(str(path), 1, 1, "C002", f"refused, running as root: {why}")]
+        )
     try:
         text = path.read_text()
     except OSError as exc:

@@ -28,10 +28,12 @@ import signal
 import sys
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
 import docker
+import sqlalchemy.exc
 
 from rulectl import cron, grafana, kernel, procfs, systemd, workload
 from rulectl.act import DockerActor
@@ -58,6 +60,20 @@ PRUNE_EVERY_S = 3600.0
 
 class StartupError(Exception):
     """Start-up cannot go on; the message says why. Exit status 2."""
+
+
+# Ticks kept in memory while the database cannot be written: an hour of ticks
+# at the default interval.
+MAX_UNSAVED_TICKS = 180
+
+
+@dataclass
+class UnsavedTick:
+    tick: int
+    snapshot: Snapshot
+    types: dict[str, str | None]
+    decisions: list[Decision]
+    decided_at: float
 
 
 @dataclass
@@ -109,7 +125,7 @@ def connect_docker(
             delay_s = min(delay_s * 2, 30.0)
 
 
-def _short(exc: Exception) -> str:
+def _short(exc: Exception | str) -> str:
     text = str(exc)
     return text if len(text) < 200 else text[:200] + "..."
 
@@ -175,6 +191,9 @@ class Daemon:
         self.reload_reason = ""
         self.watcher: RulesWatcher | None = None
         self.pid_file = config.data_dir / "rulectl.pid"
+        self.unsaved: deque[UnsavedTick] = deque()
+        self.store_failing = False
+        self.failed_ticks = 0
 
     # -- life cycle -------------------------------------------------------
 
@@ -207,8 +226,13 @@ class Daemon:
         cfg = self.config
         if not self.once:
             grafana.start_grafana(cfg)
-        cfg.data_dir.mkdir(parents=True, exist_ok=True)
-        self.store = Store(cfg.db_url, host=_hostname())
+        try:
+            cfg.data_dir.mkdir(parents=True, exist_ok=True)
+            self.store = Store(cfg.db_url, host=_hostname())
+        except (OSError, sqlalchemy.exc.SQLAlchemyError) as exc:
+            raise StartupError(
+                f"cannot open the database {_redact(cfg.db_url)}: {_short(exc)}"
+            ) from exc
         self.tick_no = self.store.last_tick()
         log.info("database ready at %s", _redact(cfg.db_url))
 
@@ -305,12 +329,34 @@ class Daemon:
                 continue
             if time.monotonic() >= deadline_s:
                 started = time.monotonic()
-                result = self.tick()
-                systemd.notify_watchdog(
-                    f"tick {result.tick}: {len(result.snapshot.containers)} "
-                    f"containers, {len(result.decisions)} decisions"
-                )
+                self.safe_tick()
                 deadline_s = started + self.config.interval_s
+
+    def safe_tick(self) -> TickResult | None:
+        """One tick; a failure is logged (in full the first time, then counted)
+        and the next tick tries again: no single fault ends the daemon."""
+        try:
+            result = self.tick()
+        except Exception:
+            self.failed_ticks += 1
+            if self.failed_ticks == 1:
+                log.exception("tick %d failed; the next tick tries again", self.tick_no)
+            else:
+                log.error(
+                    "tick %d failed too (%d in a row); see the first failure above",
+                    self.tick_no,
+                    self.failed_ticks,
+                )
+            systemd.notify_watchdog(f"tick {self.tick_no} failed")
+            return None
+        if self.failed_ticks:
+            log.info("ticks work again after %d failures", self.failed_ticks)
+            self.failed_ticks = 0
+        systemd.notify_watchdog(
+            f"tick {result.tick}: {len(result.snapshot.containers)} "
+            f"containers, {len(result.decisions)} decisions"
+        )
+        return result
 
     def reload_rules(self, why: str) -> bool:
         """Swaps in the rules on disk if they are valid; else keeps the old."""
@@ -367,6 +413,12 @@ class Daemon:
 
     def shutdown(self) -> None:
         systemd.notify_stopping("removing the cron job and the test containers")
+        if self.unsaved:
+            self._flush()
+        if self.unsaved:
+            log.error(
+                "%d ticks could not be recorded before stopping", len(self.unsaved)
+            )
         if self.watcher is not None:
             self.watcher.stop()
         if self.pid_file.exists() and self.pid_file.read_text().strip() == str(
@@ -406,9 +458,48 @@ class Daemon:
         self._log_decisions(decisions)
 
         types = {c.container.id: c.type for c in classify(snapshot, self.ruleset)}
-        self.store.record_tick(self.tick_no, snapshot, types, decisions, time.time())
+        self.unsaved.append(
+            UnsavedTick(self.tick_no, snapshot, types, decisions, time.time())
+        )
+        self._flush()
         self._maybe_prune()
         return TickResult(self.tick_no, snapshot, decisions)
+
+    def _flush(self) -> None:
+        """Stores the waiting ticks, oldest first, each in one transaction.
+
+        When the database cannot be written (locked past the busy timeout,
+        disk full, server gone) the ticks wait in memory and decisions go on;
+        the next tick tries again. Past MAX_UNSAVED_TICKS the oldest are
+        dropped, and the log says so.
+        """
+        while len(self.unsaved) > MAX_UNSAVED_TICKS:
+            lost = self.unsaved.popleft()
+            log.error(
+                "dropped the records of tick %d: storage unavailable too long",
+                lost.tick,
+            )
+        while self.unsaved:
+            t = self.unsaved[0]
+            try:
+                self.store.record_tick(
+                    t.tick, t.snapshot, t.types, t.decisions, t.decided_at
+                )
+            except (sqlalchemy.exc.SQLAlchemyError, OSError) as exc:
+                if not self.store_failing:
+                    log.error(
+                        "cannot record tick %d: %s; deciding and acting go on, "
+                        "records wait in memory (up to %d ticks)",
+                        t.tick,
+                        _short(str(exc.__cause__ or exc)),
+                        MAX_UNSAVED_TICKS,
+                    )
+                self.store_failing = True
+                return
+            self.unsaved.popleft()
+            if self.store_failing and not self.unsaved:
+                log.info("storage works again; every waiting tick is recorded")
+                self.store_failing = False
 
     def _log_decisions(self, decisions: list[Decision]) -> None:
         skips = set()

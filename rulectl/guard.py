@@ -101,7 +101,10 @@ class Guard:
                 f"(cooldown {self.policy.cooldown_s:g} s)",
             )
 
-        fresh = inspect(d.container_id)
+        try:
+            fresh = inspect(d.container_id)
+        except Exception as exc:  # noqa: BLE001 - unverifiable means hands off
+            return ("skipped", f"cannot check the container with Docker: {exc}")
         if fresh is None:
             return ("gone", "the container no longer exists")
         if not fresh.running:

@@ -3,6 +3,7 @@
 Stages, each with its own codes (every finding names file, line, column and
 the JSON pointer of the node):
 
+    files      P001 writable by another user while rulectl runs as root
     YAML       Y001 syntax, Y002 duplicate key, Y003/Y004 YAML 1.1 surprises,
                Y005 tag not allowed
     schema     S001 (rules.schema.json, shipped in the package)
@@ -163,6 +164,39 @@ def rule_files(paths: list[Path]) -> list[Path]:
     return files
 
 
+def unsafe_permissions(path: Path) -> str | None:
+    """Why a file (or directory) that root acts on may not be trusted, if so.
+
+    In the spirit of sshd's StrictModes: when rulectl runs as root, a rule or
+    config file that another user can write would let that user decide which
+    containers root stops. The file and the directory holding it must belong
+    to root (or to the user rulectl runs as) and be writable by no one else
+    but root's group; a sticky directory such as /tmp may hold them.
+    """
+    if os.geteuid() != 0:
+        return None
+    for item in (path, path.parent):
+        try:
+            st = item.stat()
+        except OSError:
+            continue
+        sticky_dir = item.is_dir() and st.st_mode & 0o1000
+        if st.st_uid not in (0, os.geteuid()):
+            return f"{item} belongs to uid {st.st_uid}, not root"
+        if item is not path and sticky_dir:
+            continue
+        others = st.st_mode & 0o002
+        # Group write is fine for root's own group, whose members are root's.
+        group = st.st_mode & 0o020 and st.st_gid != 0
+        if others or group:
+            who = "others" if others else f"its group (gid {st.st_gid})"
+            return (
+                f"{item} is writable by {who} (mode {st.st_mode & 0o7777:04o}): "
+                f"run chmod go-w {item}"
+            )
+    return None
+
+
 def load_rules(paths: list[Path]) -> Result:
     """Loads and validates every rule file; a RuleSet only if all is well."""
     files = rule_files(paths)
@@ -171,6 +205,14 @@ def load_rules(paths: list[Path]) -> Result:
         return Result(None, [Finding(where, 1, 1, "R007", "no rule files found")])
 
     findings: list[Finding] = []
+    for path in files:
+        why = unsafe_permissions(path)
+        if why:
+            findings.append(
+                Finding(str(path), 1, 1, "P001", f"refused, running as root: {why}")
+            )
+    if findings:
+        return Result(None, findings)
     docs: list[Document] = []
     hashes: dict[str, str] = {}
     for path in files:

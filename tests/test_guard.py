@@ -143,3 +143,14 @@ def test_per_minute_limit_counts_actions_of_earlier_ticks():
 def test_log_actions_are_not_limited():
     decisions = [decision(n, action="log") for n in range(1, 4)]
     assert review(guard(max_actions_per_tick=1), decisions, {}) == [("pending", "")] * 3
+
+
+def test_a_container_docker_cannot_answer_for_is_left_alone():
+    def broken(_cid):
+        raise ConnectionError("Docker is restarting")
+
+    decisions = [decision(1)]
+    guard().review(decisions, RULESET, broken)
+    assert [(d.outcome, d.detail) for d in decisions] == [
+        ("skipped", "cannot check the container with Docker: Docker is restarting")
+    ]
