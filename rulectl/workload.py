@@ -69,6 +69,9 @@ class WorkloadConfig:
     image_prefix: str = "rulectl/workload"
     high_mem_mib: int = 256
     types: tuple[str, ...] = ("low", "high-cpu", "high-mem")
+    # CPU cap per container in cores (None: none). A soak on a small host
+    # caps the high-CPU load so that it does not starve the host it watches.
+    cpu_limit: float | None = None
 
     def __post_init__(self) -> None:
         unknown = [t for t in self.types if t not in MODE_BY_TYPE]
@@ -316,6 +319,7 @@ def _start(
                 # The test load talks to nobody; without a network it also
                 # starts when the engine's bridge is unavailable.
                 network_mode="none",
+                nano_cpus=int(cfg.cpu_limit * 1e9) if cfg.cpu_limit else None,
             )
         except docker.errors.APIError as exc:
             if exc.status_code == 409 and "already in use" in str(exc):
