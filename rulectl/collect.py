@@ -72,18 +72,55 @@ class ContainerMeta:
 
 
 class ProcfsSource:
-    """Reads every process from /proc (or a fixture tree with the same layout)."""
+    """Reads every process from /proc (or a fixture tree with the same layout).
+
+    A steady-state read opens one file per process, its `stat`. What the
+    `cmdline` and `cgroup` files said is kept from the previous read of the
+    same process and read again only when the process may have changed them:
+
+    - an exec replaces the command line and, in practice, the cgroup (a
+      container runtime moves its init into the container's cgroup before
+      exec'ing the payload), and it renames the process; so both files are
+      read for a process seen for the first time (pid and start time, a
+      reused pid being a new process) and for one whose name changed;
+    - a zombie or dying process (state Z or X) has dropped its command line:
+      its files are read as they are;
+    - a process can also rewrite its command line in place (setproctitle(),
+      PostgreSQL's and nginx's titles) or be moved to another cgroup without
+      an exec: both files of every process are read again every
+      REFRESH_READS reads, a 1/REFRESH_READS share of the processes at each
+      read, so such a change shows within REFRESH_READS reads (about 5
+      minutes at 20 s a tick). That is the known limit of this cache.
+
+    A process whose `stat` reads byte for byte as last time changed nothing
+    this file shows, and its previous RawProcess is returned as it was.
+    """
 
     name = "procfs"
 
+    # Every process's cmdline and cgroup are read again at least this often.
+    REFRESH_READS = 16
+
     def __init__(self, proc_root: str | Path = "/proc") -> None:
         self.proc_root = Path(proc_root)
+        # pid -> (stat bytes, the RawProcess made from them) of the last read.
+        self._last: dict[int, tuple[bytes, RawProcess]] = {}
+        self._reads = 0
 
     def read(self, clock: Callable[[], float], wall: Callable[[], float]) -> RawSample:
         mem = procfs.parse_meminfo(_read_text(self.proc_root / "meminfo"))
         cpu = procfs.parse_proc_stat(_read_text(self.proc_root / "stat"))
         now_s, wall_s = clock(), wall()
-        processes = [p for p in map(self.read_process, self._pids()) if p]
+        self._reads += 1
+        last, kept = self._last, {}
+        root, read_one = str(self.proc_root), self._read
+        refresh, every = self._reads % self.REFRESH_READS, self.REFRESH_READS
+        processes = []
+        for pid in self._pids():
+            p = read_one(f"{root}/{pid}/", last.get(pid), pid % every == refresh, kept)
+            if p is not None:
+                processes.append(p)
+        self._last = kept
         return RawSample(now_s, wall_s, mem, cpu, processes, self.name)
 
     def _pids(self) -> list[int]:
@@ -96,26 +133,62 @@ class ProcfsSource:
         (FileNotFoundError, ProcessLookupError on some kernels), or be empty for
         a zombie; such a process is skipped for this tick.
         """
-        base = self.proc_root / str(pid)
+        return self._read(f"{self.proc_root}/{pid}/", None, True, {})
+
+    @staticmethod
+    def _read(
+        base: str,
+        last: tuple[bytes, RawProcess] | None,
+        refresh: bool,
+        kept: dict[int, tuple[bytes, RawProcess]],
+    ) -> RawProcess | None:
+        """The process whose files are under `base` ("/proc/PID/").
+
+        `last` is what the previous read of this pid kept; `refresh` asks for
+        cmdline and cgroup to be read whatever `last` says. What this read
+        learnt goes into `kept`.
+        """
         try:
-            stat = procfs.parse_stat(_read_text(base / "stat"))
-            cmdline = procfs.parse_cmdline(_read_bytes(base / "cmdline"))
-            cgroup_text = _read_text(base / "cgroup")
+            data = _read_bytes(base + "stat")
+            if last is not None and not refresh and last[0] == data:
+                kept[last[1].pid] = last
+                return last[1]
+            stat = procfs.parse_stat(data.decode("utf-8", "replace"))
+            before = last[1] if last is not None and not refresh else None
+            if (
+                before is None
+                or before.start_ticks != stat.start_ticks
+                or before.name != stat.name
+                or stat.state in _EXITED
+            ):
+                cmdline = procfs.parse_cmdline(_read_bytes(base + "cmdline"))
+                cgroup_text = _read_text(base + "cgroup")
+                container_id = procfs.container_id_from_cgroup(cgroup_text)
+                cgroup = procfs.cgroup_path_of(cgroup_text)
+            else:
+                cmdline = before.cmdline
+                container_id, cgroup = before.container_id, before.cgroup
         except (OSError, ValueError, IndexError):
             return None
-        return RawProcess(
-            pid=stat.pid,
-            ppid=stat.ppid,
-            name=stat.name,
-            cmdline=cmdline,
-            state=stat.state,
-            container_id=procfs.container_id_from_cgroup(cgroup_text),
-            vsz_kb=stat.vsz_bytes // 1024,
-            rss_kb=stat.rss_pages * PAGE_KB,
-            cpu_time_ns=stat.cpu_ticks * NS_PER_TICK,
-            start_ticks=stat.start_ticks,
-            cgroup=procfs.cgroup_path_of(cgroup_text),
+        raw = RawProcess(
+            stat.pid,
+            stat.ppid,
+            stat.name,
+            cmdline,
+            stat.state,
+            container_id,
+            stat.vsz_bytes // 1024,
+            stat.rss_pages * PAGE_KB,
+            stat.cpu_ticks * NS_PER_TICK,
+            stat.start_ticks,
+            cgroup,
         )
+        kept[stat.pid] = (data, raw)
+        return raw
+
+
+# A zombie (Z) or dying (X) process: its files are read as they are now.
+_EXITED = ("Z", "X")
 
 
 class SourceError(Exception):
@@ -253,14 +326,27 @@ class FallbackSource:
             self.current = name
 
 
-def _read_text(path: Path) -> str:
-    with open(path, "rb") as f:
-        return f.read().decode("utf-8", "replace")
+def _read_text(path: Path | str) -> str:
+    return _read_bytes(path).decode("utf-8", "replace")
 
 
-def _read_bytes(path: Path) -> bytes:
-    with open(path, "rb") as f:
-        return f.read()
+# A read of this size takes the whole of nearly every file read here.
+_READ_SIZE = 4096
+
+
+def _read_bytes(path: Path | str) -> bytes:
+    """The whole file, read unbuffered: one open, fstat, read and close.
+
+    A read shorter than asked for is the end: procfs generates stat, cgroup
+    and cmdline whole and hands out as much as fits, and a regular file (a
+    fixture tree) reads whole. Only a longer file (a long command line) takes
+    more reads.
+    """
+    with open(path, "rb", buffering=0) as f:
+        data = f.read(_READ_SIZE)
+        if len(data) < _READ_SIZE:
+            return data
+        return data + f.readall()
 
 
 def cpu_percent(cpu_delta_ns: int, interval_s: float) -> float | None:
@@ -275,6 +361,9 @@ class _Previous:
     sample: RawSample
     cpu_ns: dict[tuple[int, int], int] = field(default_factory=dict)
     containers: set[str] = field(default_factory=set)
+    # pid -> the reading and the facts made from it, and the RAM they used.
+    facts: dict[int, tuple[RawProcess, ProcessFacts]] = field(default_factory=dict)
+    mem_total_kb: int = 0
 
 
 class Collector:
@@ -306,6 +395,11 @@ class Collector:
             sample=raw,
             cpu_ns={p.key: p.cpu_time_ns for p in raw.processes},
             containers={c.id for c in snapshot.containers},
+            facts={
+                p.pid: (p, f)
+                for p, f in zip(raw.processes, snapshot.processes, strict=True)
+            },
+            mem_total_kb=max(raw.mem.total_kb, 1),
         )
         return snapshot
 
@@ -315,10 +409,7 @@ class Collector:
         interval_s = raw.monotonic_s - prev.sample.monotonic_s if prev else 0.0
         mem_total_kb = max(raw.mem.total_kb, 1)
 
-        processes = [
-            self._process_facts(p, prev, interval_s, mem_total_kb)
-            for p in raw.processes
-        ]
+        processes = self._processes(raw, prev, interval_s, mem_total_kb)
         containers = self._container_facts(raw, processes, metas, prev, mem_total_kb)
         host = HostFacts(
             name=self.hostname,
@@ -329,6 +420,33 @@ class Collector:
             cpu_percent=_host_cpu_percent(raw, prev),
         )
         return Snapshot(raw.wall_s, host, containers, processes, raw.source)
+
+    def _processes(
+        self,
+        raw: RawSample,
+        prev: _Previous | None,
+        interval_s: float,
+        mem_total_kb: int,
+    ) -> list[ProcessFacts]:
+        """The facts of every process, rated against the previous reading.
+
+        A source that found a process unchanged hands back the very RawProcess
+        of its previous reading (ProcfsSource does, for an unchanged `stat`).
+        Its CPU time did not move, so when the previous facts already said
+        0 % over a real interval, with the same total RAM, they are still
+        exact and are used again instead of being rebuilt.
+        """
+        same = prev is not None and interval_s > 0 and prev.mem_total_kb == mem_total_kb
+        before = prev.facts if same else {}
+        facts = self._process_facts
+        result = []
+        for p in raw.processes:
+            old = before.get(p.pid)
+            if old is not None and old[0] is p and old[1].cpu_percent == 0.0:
+                result.append(old[1])
+            else:
+                result.append(facts(p, prev, interval_s, mem_total_kb))
+        return result
 
     @staticmethod
     def _process_facts(
