@@ -342,9 +342,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
         for p in missing:
             print(f"rulectl: no such file or directory: {p}", file=sys.stderr)
         return 2
-    files = rule_files(paths)
     if paths:
         findings += load_rules(paths).findings
+    try:
+        files = rule_files(paths)
+    except OSError:
+        files = []
 
     errors = sum(f.severity == "error" for f in findings)
     warnings = len(findings) - errors
@@ -590,7 +593,7 @@ def _pct(value: float | None) -> str:
 
 def cmd_spawn(args: argparse.Namespace) -> int:
     from rulectl import workload
-    from rulectl.daemon import StartupError, connect_docker
+    from rulectl.daemon import LABEL_SPAWNER, StartupError, connect_docker
 
     config = load_config(args.config)
     setup_logging(args.verbose)
@@ -603,7 +606,9 @@ def cmd_spawn(args: argparse.Namespace) -> int:
         image_prefix=config.image_prefix, high_mem_mib=config.high_mem_mib
     )
     try:
-        started = workload.spawn(client, cfg, args.count)
+        started = workload.spawn(
+            client, cfg, args.count, extra_labels={LABEL_SPAWNER: config.owner_id}
+        )
     except workload.WorkloadError as exc:
         log.error("cannot start test containers: %s", exc)
         return 1

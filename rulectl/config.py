@@ -6,6 +6,7 @@ the working directory: systemd starts services in `/`.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from importlib import resources
@@ -60,6 +61,13 @@ class Config:
     guard: GuardConfig = field(default_factory=GuardConfig)
     cron: CronConfig = field(default_factory=CronConfig)
     facts: FactsConfig = field(default_factory=FactsConfig)
+
+    @property
+    def owner_id(self) -> str:
+        """Names this daemon's cron entry and the test containers that entry
+        starts (label rulectl.spawner), so that daemons run with different
+        configs on one host leave each other's alone."""
+        return hashlib.sha256(str(self.path).encode()).hexdigest()[:12]
 
     @property
     def db_url(self) -> str:

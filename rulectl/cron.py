@@ -43,7 +43,13 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 CRON_TAG = "rulectl-spawn"
-_MARKER = f" # {CRON_TAG}"
+
+
+def _marker(owner: str | None) -> str:
+    """The comment that ends our line. `owner` tells apart the entries of
+    daemons run with different configs on one host."""
+    return f" # {CRON_TAG} {owner}" if owner else f" # {CRON_TAG}"
+
 
 _SCHEDULE_KEYWORDS = frozenset(
     "@reboot @yearly @annually @monthly @weekly @daily @midnight @hourly".split()
@@ -61,6 +67,7 @@ def build_entry(
     schedule: str = "* * * * *",
     *,
     log_path: Path | None = None,
+    owner: str | None = None,
 ) -> str:
     """The crontab line (without newline) that runs `command` on `schedule`.
 
@@ -75,7 +82,7 @@ def build_entry(
         shell += f" >> {shlex.quote(str(log_path))} 2>&1"
     else:
         shell += " > /dev/null 2>&1"
-    return f"{schedule} {_escape_for_cron(shell)}{_MARKER}"
+    return f"{schedule} {_escape_for_cron(shell)}{_marker(owner)}"
 
 
 def install_entry(
@@ -85,15 +92,18 @@ def install_entry(
     *,
     log_path: Path | None = None,
     tabfile: Path | None = None,
+    owner: str | None = None,
 ) -> bool:
-    """Put our entry first in the crontab, replacing any older one.
+    """Put our entry first in the crontab, replacing any older one of ours.
 
     `user` selects whose crontab (`crontab -u`); `tabfile` works on a plain
-    file instead of any real crontab. Returns True if anything changed.
+    file instead of any real crontab; `owner` marks the entry as one daemon's
+    (the entries of other owners are left alone). Returns True if anything
+    changed.
     """
-    entry = build_entry(command, schedule, log_path=log_path) + "\n"
+    entry = build_entry(command, schedule, log_path=log_path, owner=owner) + "\n"
     current = _read(user, tabfile)
-    wanted = entry + _without_entries(current or "")
+    wanted = entry + _without_entries(current or "", owner)
     if wanted == current:
         log.debug("cron entry already installed")
         return False
@@ -103,7 +113,9 @@ def install_entry(
     return True
 
 
-def remove_entry(user: str | None = None, *, tabfile: Path | None = None) -> bool:
+def remove_entry(
+    user: str | None = None, *, tabfile: Path | None = None, owner: str | None = None
+) -> bool:
     """Remove our entry, leaving every other byte of the crontab as it was.
 
     A crontab left with nothing in it is deleted. With no crontab at all,
@@ -112,7 +124,7 @@ def remove_entry(user: str | None = None, *, tabfile: Path | None = None) -> boo
     current = _read(user, tabfile)
     if current is None:
         return False
-    rest = _without_entries(current)
+    rest = _without_entries(current, owner)
     if rest == current:
         return False
 
@@ -155,12 +167,12 @@ def _split_lines(text: str) -> list[str]:
     return lines
 
 
-def _is_entry(line: str) -> bool:
-    return line.rstrip("\n").endswith(_MARKER)
+def _is_entry(line: str, owner: str | None) -> bool:
+    return line.rstrip("\n").endswith(_marker(owner))
 
 
-def _without_entries(text: str) -> str:
-    return "".join(line for line in _split_lines(text) if not _is_entry(line))
+def _without_entries(text: str, owner: str | None = None) -> str:
+    return "".join(line for line in _split_lines(text) if not _is_entry(line, owner))
 
 
 def _where(user: str | None, tabfile: Path | None) -> str:

@@ -44,7 +44,7 @@ from rulectl.collect import (
     ProcfsSource,
     docker_lister,
 )
-from rulectl.config import Config, FactsConfig
+from rulectl.config import Config, ConfigError, FactsConfig, load_config
 from rulectl.engine import Decider, DurableMatcher, classify
 from rulectl.guard import Guard
 from rulectl.model import Decision, Snapshot
@@ -55,6 +55,8 @@ from rulectl.watch import RulesWatcher
 log = logging.getLogger(__name__)
 
 BASELINE_WAIT_S = 1.0
+# Marks the test containers `rulectl spawn` started for one config's daemon.
+LABEL_SPAWNER = "rulectl.spawner"
 PRUNE_EVERY_S = 3600.0
 
 
@@ -186,6 +188,7 @@ class Daemon:
         self._logged_skips: set[tuple[str, str, str]] = set()
         self.client: docker.DockerClient | None = None
         self.cron_installed = False
+        self.ruleset: RuleSet | None = None
         self.wake = threading.Event()  # set by a stop or a reload request
         self.reload_requested = threading.Event()
         self.reload_reason = ""
@@ -275,6 +278,7 @@ class Daemon:
                 self.spawn_command(),
                 cfg.cron.schedule,
                 log_path=cfg.data_dir / "spawn.log",
+                owner=cfg.owner_id,
             )
             log.info(
                 "cron job %s: %s, %d test containers each time",
@@ -296,9 +300,13 @@ class Daemon:
         ]
 
     def run(self) -> int:
-        """Start-up, ticks until stopped (or one tick), shut-down."""
+        """Start-up, ticks until stopped (or one tick), shut-down.
+
+        0 when all went well, 1 when the shut-down could not clean up."""
+        started = False
         try:
             self.start()
+            started = True
             self.collector.sample()  # baseline: CPU % needs two samples
             wait_s = BASELINE_WAIT_S if self.once else self.config.interval_s
             log.info("baseline sample taken; first decision in %.0f s", wait_s)
@@ -310,11 +318,11 @@ class Daemon:
             if self.once:
                 if not self.stop.wait(wait_s):
                     self.tick()
-                return 0
-            self.loop(time.monotonic() + wait_s)
-            return 0
+            else:
+                self.loop(time.monotonic() + wait_s)
         finally:
-            self.shutdown()
+            clean = self.shutdown(started)
+        return 0 if clean else 1
 
     def loop(self, deadline_s: float) -> None:
         """Ticks every interval; reloads in between when asked to."""
@@ -359,7 +367,13 @@ class Daemon:
         return result
 
     def reload_rules(self, why: str) -> bool:
-        """Swaps in the rules on disk if they are valid; else keeps the old."""
+        """Swaps in the rules on disk if they are valid; else keeps the old.
+
+        The config file is read only at start-up; a reload checks it too, so
+        that an operator learns now, not at the next restart, that it would
+        not start.
+        """
+        self._check_config()
         result = load_rules([self.config.rules_dir])
         if not result.ok:
             errors = [f for f in result.findings if f.severity == "error"]
@@ -398,6 +412,19 @@ class Daemon:
         )
         return True
 
+    def _check_config(self) -> None:
+        try:
+            load_config(self.config.path)
+        except ConfigError as exc:
+            log.warning(
+                "%s has %d errors: the daemon goes on with the config it started "
+                "with, but would not start with this one",
+                self.config.path,
+                len(exc.findings),
+            )
+            for f in exc.findings:
+                log.warning("%s", f)
+
     def _check_watchdog(self) -> None:
         watchdog_s = systemd.watchdog_interval_s()
         if watchdog_s is None:
@@ -411,11 +438,14 @@ class Daemon:
                 watchdog_s,
             )
 
-    def shutdown(self) -> None:
+    def shutdown(self, started: bool = True) -> bool:
+        """Undoes what start-up did; True when nothing was left behind."""
         systemd.notify_stopping("removing the cron job and the test containers")
+        clean = True
         if self.unsaved:
             self._flush()
         if self.unsaved:
+            clean = False
             log.error(
                 "%d ticks could not be recorded before stopping", len(self.unsaved)
             )
@@ -427,17 +457,38 @@ class Daemon:
             self.pid_file.unlink()
         if self.cron_installed:
             try:
-                cron.remove_entry()
+                cron.remove_entry(owner=self.config.owner_id)
                 log.info("cron job removed")
             except Exception as exc:  # noqa: BLE001 - keep shutting down
+                clean = False
                 log.error("could not remove the cron job: %s", exc)
-        if self.client is not None and not self.once:
-            try:
-                removed = workload.remove_managed(self.client)
-                log.info("removed %d test containers", removed)
-            except Exception as exc:  # noqa: BLE001 - keep shutting down
-                log.error("could not remove the test containers: %s", exc)
-        log.info("rulectl stopped cleanly")
+        if self.cron_installed and self.client is not None:
+            clean = self._remove_test_containers() and clean
+        if not started:
+            log.info("rulectl did not start")
+        elif clean:
+            log.info("rulectl stopped cleanly")
+        else:
+            log.error("rulectl stopped, but left something behind (see above)")
+        return clean
+
+    def _remove_test_containers(self) -> bool:
+        """Removes the test containers this daemon's cron entry started,
+        except protected ones (the rules in force say which)."""
+        protect = self.ruleset.protect if self.ruleset else ()
+        try:
+            removed = workload.remove_managed(
+                self.client,
+                extra_labels={LABEL_SPAWNER: self.config.owner_id},
+                spare=lambda n, i, labels: any(
+                    m.matches(n, i, labels) for m in protect
+                ),
+            )
+        except Exception as exc:  # noqa: BLE001 - keep shutting down
+            log.error("could not remove the test containers: %s", exc)
+            return False
+        log.info("removed %d test containers", removed)
+        return True
 
     # -- one tick ---------------------------------------------------------
 

@@ -21,10 +21,14 @@ version, deleting a session in which no event matched crashes the process.
 
 from __future__ import annotations
 
+import fnmatch
+import functools
 import itertools
 import json
 import logging
-from collections.abc import Iterable
+import math
+import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -32,6 +36,7 @@ import durable_rules_engine as dre
 
 from rulectl import expr as expr_mod
 from rulectl.model import ContainerFacts, Decision, Snapshot
+from rulectl.rules import Matcher as Selection
 from rulectl.rules import Rule, RuleSet
 
 log = logging.getLogger(__name__)
@@ -61,11 +66,34 @@ class RuleEvent:
     facts: dict[str, Any]
 
 
+@functools.lru_cache(maxsize=1024)
+def _match_fn(m: Selection) -> Callable[[str, str, dict[str, str]], bool]:
+    """`m.matches` with its globs compiled once: the same test as
+    Matcher.matches (fnmatchcase compiles the same expression, then looks it
+    up in a cache on every call, which dominated classify and select)."""
+    name = re.compile(fnmatch.translate(m.name)).match if m.name is not None else None
+    image = (
+        re.compile(fnmatch.translate(m.image)).match if m.image is not None else None
+    )
+    wanted = m.labels
+
+    def matches(n: str, i: str, labels: dict[str, str]) -> bool:
+        if name is not None and name(n) is None:
+            return False
+        if image is not None and image(i) is None:
+            return False
+        return all(labels.get(k) == v for k, v in wanted)
+
+    return matches
+
+
 def container_type(
     ruleset: RuleSet, name: str, image: str, labels: dict[str, str]
 ) -> str | None:
     """The first type whose matcher fits, or None."""
-    return next((t for t, m in ruleset.types if m.matches(name, image, labels)), None)
+    return next(
+        (t for t, m in ruleset.types if _match_fn(m)(name, image, labels)), None
+    )
 
 
 def select_one(
@@ -81,10 +109,11 @@ def select_one(
 
 def classify(snapshot: Snapshot, ruleset: RuleSet) -> list[Candidate]:
     host = snapshot.host
+    protect = [_match_fn(m) for m in ruleset.protect]
     result = []
     for c in snapshot.containers:
         ctype = container_type(ruleset, c.name, c.image, c.labels)
-        protected = any(m.matches(c.name, c.image, c.labels) for m in ruleset.protect)
+        protected = any(p(c.name, c.image, c.labels) for p in protect)
         facts = {
             "cpu_percent": c.cpu_percent,
             "mem_percent": c.mem_percent,
@@ -106,16 +135,21 @@ def classify(snapshot: Snapshot, ruleset: RuleSet) -> list[Candidate]:
 
 def select(rule: Rule, candidates: Iterable[Candidate]) -> list[Candidate]:
     """The rule's selection; protected containers never enter it."""
-    chosen = []
-    for cand in candidates:
-        if cand.protected:
-            continue
-        if rule.select.types is not None and cand.type not in rule.select.types:
-            continue
-        c = cand.container
-        if rule.select.matcher.matches(c.name, c.image, c.labels):
-            chosen.append(cand)
-    return chosen
+    types = rule.select.types
+    matcher = rule.select.matcher
+    chosen = [
+        cand
+        for cand in candidates
+        if not cand.protected and (types is None or cand.type in types)
+    ]
+    if matcher.name is None and matcher.image is None and not matcher.labels:
+        return chosen  # `select: {}` or types only: the matcher takes all
+    matches = _match_fn(matcher)
+    return [
+        cand
+        for cand in chosen
+        if matches(cand.container.name, cand.container.image, cand.container.labels)
+    ]
 
 
 _DEFAULT_ORDER = (("mem_percent", True), ("cpu_percent", True))
@@ -132,18 +166,20 @@ def rank(rule: Rule, selected: list[Candidate]) -> list[Candidate]:
     order = rule.order_by or _DEFAULT_ORDER
 
     def key(cand: Candidate) -> tuple:
-        parts: list[Any] = []
-        for name, descending in order:
-            value = cand.facts.get(name)
-            if value is None:
-                parts.append((1, 0.0))
-            else:
-                parts.append((0, -value if descending else value))
-        parts.append(-(cand.container.created or 0.0))
-        parts.append(cand.container.id)
-        return tuple(parts)
+        facts, c = cand.facts, cand.container
+        return (
+            *[
+                _UNKNOWN if (v := facts.get(name)) is None else (0, -v if desc else v)
+                for name, desc in order
+            ],
+            -(c.created or 0.0),
+            c.id,
+        )
 
     return sorted(selected, key=key)
+
+
+_UNKNOWN = (1, 0.0)  # sorts after every known value, (0, x)
 
 
 def rule_events(ruleset: RuleSet, candidates: list[Candidate]) -> list[RuleEvent]:
@@ -184,13 +220,20 @@ _ruleset_serial = itertools.count(1)
 
 
 class DurableMatcher:
-    """The rules compiled to one durable-rules ruleset, driven tick by tick."""
+    """The rules compiled to one durable-rules ruleset, driven tick by tick.
+
+    An event carries only what its rule's conditions read: the rule's name,
+    the keep position and the fields of its `when`. Its id is
+    "<tick>.<index in this tick's events>", which is how a match is traced
+    back to its container.
+    """
 
     def __init__(self, ruleset: RuleSet) -> None:
         self.definition = compile_ruleset(ruleset)
         self.name = f"rulectl-{ruleset.fingerprint()}-{next(_ruleset_serial)}"
         self._handle = dre.create_ruleset(self.name, json.dumps(self.definition))
         self._ticks = itertools.count(1)
+        self._shapes = {rule.name: _MessageShape(rule) for rule in ruleset.rules}
 
     def close(self) -> None:
         """Frees the engine's ruleset (the Python Host has no way to do this)."""
@@ -202,22 +245,41 @@ class DurableMatcher:
         if not events:
             return set()
         tick = next(self._ticks)
-        messages = [_message(tick, i, ev) for i, ev in enumerate(events)]
+        shapes = self._shapes
+        batch = ",".join(
+            [shapes[ev.rule].json(f"{tick}.{i}", ev) for i, ev in enumerate(events)]
+        )
         hits: set[tuple[str, str]] = set()
-        code, state_handle = dre.assert_events(self._handle, json.dumps(messages))
+        code, state_handle = dre.assert_events(self._handle, f"[{batch}]")
         if code == _OBSERVED:
             raise RuntimeError("durable-rules saw a repeated event id")
-        self._drain(state_handle, hits)
+        self._drain(state_handle, events, f"{tick}.", hits)
         return hits
 
-    def _drain(self, state_handle: int, hits: set[tuple[str, str]]) -> None:
-        """Takes every pending action of this tick's session, synchronously."""
+    def _drain(
+        self,
+        state_handle: int,
+        events: list[RuleEvent],
+        id_prefix: str,
+        hits: set[tuple[str, str]],
+    ) -> None:
+        """Takes every pending action of this tick's session, synchronously.
+
+        With `cap` (see compile_ruleset) an action holds a list of frames,
+        every match of one rule at once; a single frame is accepted too.
+        """
         result = dre.start_action_for_state(self._handle, state_handle)
         actions = json.loads(result[1]) if result else None
         while actions:
             for frames in actions.values():
-                message = frames["m"]
-                hits.add((message["rule"], message["cid"]))
+                for frame in frames if isinstance(frames, list) else [frames]:
+                    event_id = frame["m"]["id"]
+                    if not event_id.startswith(id_prefix):
+                        raise RuntimeError(
+                            f"durable-rules fired a stale event {event_id}"
+                        )
+                    ev = events[int(event_id[len(id_prefix) :])]
+                    hits.add((ev.rule, ev.container_id))
             following = dre.complete_and_start_action(self._handle, state_handle)
             actions = json.loads(following) if following else None
 
@@ -225,16 +287,60 @@ class DurableMatcher:
 _SESSION = "rulectl"
 
 
-def _message(tick: int, index: int, ev: RuleEvent) -> dict[str, Any]:
-    message = {k: v for k, v in ev.facts.items() if v is not None}
-    message.update(
-        sid=_SESSION,
-        id=f"{tick}.{index}",
-        rule=ev.rule,
-        cid=ev.container_id,
-        keep_position=ev.keep_position,
-    )
-    return message
+class _MessageShape:
+    """One rule's events as JSON text, written directly.
+
+    An event holds the session, its id, the rule's name, the keep position
+    when the rule has `keep`, and the known values of the fields its `when`
+    reads; an unknown (None) value is left out, which durable-rules holds
+    false in every comparison. The text is what json.dumps would write for
+    the same object, without building the object first.
+    """
+
+    def __init__(self, rule: Rule) -> None:
+        self.head = f'{{"sid":{json.dumps(_SESSION)},"rule":{json.dumps(rule.name)}'
+        self.keep = rule.keep is not None
+        fields = (
+            dict.fromkeys(c.field for c in expr_mod.fields_of(rule.when))
+            if rule.when is not None
+            else {}
+        )
+        self.fields = [(name, f",{json.dumps(name)}:") for name in fields]
+
+    def json(self, event_id: str, ev: RuleEvent) -> str:
+        parts = [self.head, ',"id":"', event_id, '"']
+        if self.keep:
+            parts += (',"keep_position":', str(ev.keep_position))
+        facts = ev.facts
+        for name, key in self.fields:
+            value = facts.get(name)
+            if value is not None:
+                parts += (key, _json_value(value))
+        parts.append("}")
+        return "".join(parts)
+
+
+_encode_str = json.encoder.encode_basestring_ascii
+
+
+def _json_value(value: Any) -> str:
+    """A fact's value as json.dumps writes it (ints, finite floats and
+    strings directly; anything else through json.dumps)."""
+    kind = type(value)
+    if kind is float and math.isfinite(value):
+        return float.__repr__(value)
+    if kind is int:
+        return int.__repr__(value)
+    if kind is str:
+        return _encode_str(value)
+    return json.dumps(value)
+
+
+# Matches of one rule that one action may hold. durable-rules hands each
+# action to the host separately; with a cap, every match of a rule in a tick
+# comes in one action (one call and one JSON document instead of one per
+# container). Far above any tick's events of one rule.
+_ACTION_CAP = 1_000_000
 
 
 def compile_ruleset(ruleset: RuleSet) -> dict[str, Any]:
@@ -246,7 +352,7 @@ def compile_ruleset(ruleset: RuleSet) -> dict[str, Any]:
             tests.append({"$gt": {"keep_position": rule.keep}})
         if rule.when is not None:
             tests.append(expr_mod.to_durable(rule.when))
-        definition[f"r{i}"] = {"all": [{"m": {"$and": tests}}]}
+        definition[f"r{i}"] = {"all": [{"m": {"$and": tests}}], "cap": _ACTION_CAP}
     return definition
 
 
@@ -260,6 +366,8 @@ class Decider:
     # What the last tick saw, for explanations (dry-run).
     candidates: list[Candidate] = field(default_factory=list)
     events: list[RuleEvent] = field(default_factory=list)
+    # Per rule name, the parts of its reasons that do not change per tick.
+    _texts: dict[str, _RuleTexts] = field(default_factory=dict, init=False, repr=False)
 
     def decide(self, snapshot: Snapshot) -> list[Decision]:
         candidates = classify(snapshot, self.ruleset)
@@ -269,13 +377,19 @@ class Decider:
         self.candidates, self.events = candidates, events
 
         by_key = {(ev.rule, ev.container_id): ev for ev in events}
+        hits_of: dict[str, list[RuleEvent]] = {}
+        for hit in hits:
+            hits_of.setdefault(hit[0], []).append(by_key[hit])
         names = {c.container.id: c.container.name for c in candidates}
+        # One record of facts per container, copied into each of its decisions.
+        records: dict[int, dict[str, Any]] = {}
         decisions: list[Decision] = []
         claimed: set[str] = set()
         for rule in self.ruleset.rules:
-            ranked = sorted(
-                (by_key[h] for h in hits if h[0] == rule.name), key=lambda e: e.rank
-            )
+            ranked = sorted(hits_of.get(rule.name, ()), key=_by_rank)
+            texts = self._texts.get(rule.name)
+            if texts is None or texts.rule is not rule:
+                texts = self._texts[rule.name] = _RuleTexts(rule)
             for ev in ranked:
                 streak = self.streaks[(rule.name, ev.container_id)]
                 decision = Decision(
@@ -284,8 +398,8 @@ class Decider:
                     container_id=ev.container_id,
                     container_name=names[ev.container_id],
                     rank=ev.rank,
-                    reason=_reason(rule, ev, self.streaks),
-                    facts=_facts_for_record(ev.facts),
+                    reason=texts.reason(ev, streak),
+                    facts=dict(_record(records, ev.facts)),
                 )
                 if streak < rule.for_ticks:
                     decision.outcome, decision.held = "skipped", True
@@ -305,30 +419,53 @@ class Decider:
         self.streaks = {key: self.streaks.get(key, 0) + 1 for key in hits}
 
 
-def _reason(rule: Rule, ev: RuleEvent, streaks: dict) -> str:
-    parts = []
-    if rule.keep is not None:
-        order = ", ".join(("-" if d else "") + n for n, d in rule.order_by) or "default"
-        total = ev.rank + ev.keep_position - 1
-        parts.append(
-            f"rank {ev.rank} of {total} by [{order}], only {rule.keep} are kept"
+def _by_rank(ev: RuleEvent) -> int:
+    return ev.rank
+
+
+class _RuleTexts:
+    """A rule's reason, with what is the same in every tick worked out once."""
+
+    def __init__(self, rule: Rule) -> None:
+        self.rule = rule
+        self.order = (
+            ", ".join(("-" if d else "") + n for n, d in rule.order_by) or "default"
         )
-    if rule.when is not None:
-        shown = ", ".join(
-            f"{c.field}={_fmt(ev.facts.get(c.field))}"
-            for c in expr_mod.fields_of(rule.when)
+        self.fields = (
+            [c.field for c in expr_mod.fields_of(rule.when)]
+            if rule.when is not None
+            else []
         )
-        held = (
-            f" for {streaks[(rule.name, ev.container_id)]} ticks"
-            if rule.for_ticks > 1
-            else ""
-        )
-        parts.append(f"`{rule.when_text}` holds{held} ({shown})")
-    return "; ".join(parts)
+
+    def reason(self, ev: RuleEvent, streak: int) -> str:
+        """Why the rule matched `ev`; `streak` is its `for:` count so far."""
+        rule = self.rule
+        parts = []
+        if rule.keep is not None:
+            total = ev.rank + ev.keep_position - 1
+            parts.append(
+                f"rank {ev.rank} of {total} by [{self.order}], "
+                f"only {rule.keep} are kept"
+            )
+        if rule.when is not None:
+            facts = ev.facts
+            shown = ", ".join(f"{f}={_fmt(facts.get(f))}" for f in self.fields)
+            held = f" for {streak} ticks" if rule.for_ticks > 1 else ""
+            parts.append(f"`{rule.when_text}` holds{held} ({shown})")
+        return "; ".join(parts)
 
 
 def _fmt(value: Any) -> str:
     return f"{value:.1f}" if isinstance(value, float) else str(value)
+
+
+def _record(records: dict[int, dict[str, Any]], facts: dict[str, Any]) -> dict:
+    """_facts_for_record, once per facts dict (keyed by its id: every dict in
+    `records` lives as long as the tick's candidates do)."""
+    found = records.get(id(facts))
+    if found is None:
+        found = records[id(facts)] = _facts_for_record(facts)
+    return found
 
 
 def _facts_for_record(facts: dict[str, Any]) -> dict[str, Any]:

@@ -153,6 +153,8 @@ def rule_files(paths: list[Path]) -> list[Path]:
     """The YAML files named, or found (sorted) in the directories named."""
     files: list[Path] = []
     for path in paths:
+        if not path.exists():
+            continue  # reported as "no rule files found" when nothing is left
         if path.is_dir():
             files += sorted(
                 p
@@ -199,7 +201,11 @@ def unsafe_permissions(path: Path) -> str | None:
 
 def load_rules(paths: list[Path]) -> Result:
     """Loads and validates every rule file; a RuleSet only if all is well."""
-    files = rule_files(paths)
+    try:
+        files = rule_files(paths)
+    except OSError as exc:
+        where = exc.filename or ", ".join(str(p) for p in paths)
+        return Result(None, [Finding(str(where), 1, 1, "Y001", f"cannot read: {exc}")])
     if not files:
         where = ", ".join(str(p) for p in paths)
         return Result(None, [Finding(where, 1, 1, "R007", "no rule files found")])

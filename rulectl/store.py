@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import dataset
@@ -139,6 +140,27 @@ class Store:
     def close(self) -> None:
         self.db.close()
 
+    @contextmanager
+    def _transaction(self) -> Iterator[dataset.Database]:
+        """One transaction; after a failure the connection is usable again.
+
+        dataset takes its transaction off its stack before committing, so a
+        commit that fails (a full disk) would leave the connection inside a
+        transaction nobody ends, and every later tick would fail too.
+        """
+        try:
+            with self.db as tx:
+                yield tx
+        except BaseException:
+            self.db.local.tx = []
+            try:
+                # A failed commit leaves a transaction that in_transaction()
+                # no longer reports but begin() still trips over.
+                self.db.executable.rollback()
+            except sa.exc.SQLAlchemyError:
+                pass  # the next transaction will say what is wrong
+            raise
+
     def record_tick(
         self,
         tick: int,
@@ -150,7 +172,7 @@ class Store:
         """Writes one tick in one transaction: all of it, or none of it."""
         t, host = snapshot.time, self.host
         h = snapshot.host
-        with self.db as tx:
+        with self._transaction() as tx:
             tx["host_samples"].insert(
                 dict(
                     time=t,
@@ -227,7 +249,7 @@ class Store:
         if last and last["fingerprint"] == fingerprint:
             return int(last["version"])
         version = (int(last["version"]) if last else 0) + 1
-        with self.db as tx:
+        with self._transaction() as tx:
             tx["ruleset_versions"].insert(
                 dict(
                     time=time_s,
@@ -251,7 +273,7 @@ class Store:
     def prune(self, older_than_s: float) -> int:
         """Deletes samples and decisions older than a wall-clock time."""
         removed = 0
-        with self.db as tx:
+        with self._transaction() as tx:
             for name in (
                 "host_samples",
                 "container_samples",

@@ -31,7 +31,7 @@ import random
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -151,12 +151,15 @@ def remove_managed(
     client: docker.DockerClient,
     *,
     extra_labels: Mapping[str, str] | None = None,
+    spare: Callable[[str, str, dict[str, str]], bool] | None = None,
 ) -> int:
     """Force-remove every container labelled rulectl.managed=true.
 
-    `extra_labels` narrows the selection further. A container that disappears
-    while this runs counts as removed. Returns how many are gone; raises
-    WorkloadError after trying them all if any could not be removed.
+    `extra_labels` narrows the selection further; a container for which
+    `spare(name, image, labels)` is true is left alone (protected ones). A
+    container that disappears while this runs counts as removed. Returns how
+    many are gone; raises WorkloadError after trying them all if any could
+    not be removed.
     """
     filters = [f"{LABEL_MANAGED}=true"]
     filters += [f"{key}={value}" for key, value in (extra_labels or {}).items()]
@@ -170,6 +173,10 @@ def remove_managed(
     for summary in summaries:
         container_id = summary["Id"]
         name = _summary_name(summary)
+        labels = dict(summary.get("Labels") or {})
+        if spare is not None and spare(name, summary.get("Image", ""), labels):
+            log.info("leaving protected container %s", name)
+            continue
         try:
             client.api.remove_container(container_id, force=True)
         except docker.errors.NotFound:

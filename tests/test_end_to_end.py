@@ -23,6 +23,8 @@ from pathlib import Path
 import pytest
 
 from rulectl import cron, workload
+from rulectl.config import load_config
+from rulectl.daemon import LABEL_SPAWNER
 
 REPO = Path(__file__).resolve().parent.parent
 HIGH = ("high-cpu", "high-mem")
@@ -129,27 +131,24 @@ def test_daemon_keeps_three_low_and_two_high_and_cleans_up_on_sigterm(
     docker_client, protected_grafana, saved_crontab, tmp_path
 ):
     workload.remove_managed(docker_client)
+    config = write_config(tmp_path)
+    # As the daemon's cron entry would start them: marked as this config's.
+    owner = {LABEL_SPAWNER: load_config(config).owner_id}
     cfg = workload.WorkloadConfig(high_mem_mib=64)
     rng = random.Random(42)
-    spawned = workload.spawn(docker_client, cfg, 10, rng)
+
+    def spawn(types: tuple[str, ...], n: int) -> list:
+        c = workload.WorkloadConfig(types=types, high_mem_mib=64)
+        return workload.spawn(docker_client, c, n, rng, extra_labels=owner)
+
+    spawned = spawn(cfg.types, 10)
     # Make sure both rules have work: top up to at least 5 low and 4 high.
     while sum(s.type == "low" for s in spawned) < 5:
-        spawned += workload.spawn(
-            docker_client,
-            workload.WorkloadConfig(types=("low",), high_mem_mib=64),
-            1,
-            rng,
-        )
+        spawned += spawn(("low",), 1)
     while sum(s.type in HIGH for s in spawned) < 4:
-        spawned += workload.spawn(
-            docker_client,
-            workload.WorkloadConfig(types=("high-cpu", "high-mem"), high_mem_mib=64),
-            1,
-            rng,
-        )
+        spawned += spawn(HIGH, 1)
     time.sleep(1.0)  # let high-mem containers touch their memory
 
-    config = write_config(tmp_path)
     db = tmp_path / "data" / "rulectl.db"
     daemon = subprocess.Popen(
         [sys.executable, "-m", "rulectl", "run", "--config", str(config)],
@@ -171,7 +170,7 @@ def test_daemon_keeps_three_low_and_two_high_and_cleans_up_on_sigterm(
                 return False
 
         wait_for(first_tick_recorded, 60, "the first tick to be stored")
-        assert cron.CRON_TAG in crontab_text()
+        assert f"{cron.CRON_TAG} {owner[LABEL_SPAWNER]}" in crontab_text()
         assert counts(docker_client) == (3, 2)
         protected_grafana.reload()
         assert protected_grafana.status == "running"
@@ -219,7 +218,7 @@ def test_daemon_keeps_three_low_and_two_high_and_cleans_up_on_sigterm(
         ).fetchall() == [(1, 3)]
 
         # A second tick after new load brings the counts back again.
-        workload.spawn(docker_client, cfg, 4, rng)
+        spawn(cfg.types, 4)
         wait_for(lambda: counts(docker_client) == (3, 2), 30, "counts back to 3 and 2")
     finally:
         daemon.send_signal(signal.SIGTERM)
@@ -231,7 +230,7 @@ def test_daemon_keeps_three_low_and_two_high_and_cleans_up_on_sigterm(
     assert stop_s < 10, f"stopping took {stop_s:.1f} s"
     assert "rulectl stopped cleanly" in output
     assert "Traceback" not in output
-    assert cron.CRON_TAG not in crontab_text()
+    assert f"{cron.CRON_TAG} {owner[LABEL_SPAWNER]}" not in crontab_text()
     assert managed(docker_client) == []
     protected_grafana.reload()
     assert protected_grafana.status == "running"
