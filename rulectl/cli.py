@@ -10,6 +10,7 @@ import argparse
 import json
 import logging
 import logging.handlers
+import os
 import sys
 import threading
 import time
@@ -59,6 +60,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (`rulectl ... | head`): not worth a traceback.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -176,13 +181,20 @@ def _parser() -> argparse.ArgumentParser:
     spawn = sub.add_parser(
         "spawn", parents=[common], help="start test containers of random types"
     )
-    spawn.add_argument("--count", type=int, default=10)
+    spawn.add_argument("--count", type=_spawn_count, default=10, help="1 to 100")
     spawn.set_defaults(func=cmd_spawn)
 
     from rulectl import install
 
     install.add_commands(sub)
     return parser
+
+
+def _spawn_count(text: str) -> int:
+    count = int(text)
+    if not 0 <= count <= 100:
+        raise argparse.ArgumentTypeError("a count from 0 to 100")
+    return count
 
 
 # -- run -------------------------------------------------------------------
@@ -335,6 +347,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.config)
     except ConfigError as exc:
+        if exc.unreadable:  # nothing to validate against: could not run
+            for f in exc.findings:
+                print(f, file=sys.stderr)
+            return 2
         findings += exc.findings
     paths = args.paths or ([config.rules_dir] if config else [])
     missing = [p for p in paths if not p.exists()]

@@ -75,9 +75,12 @@ class Config:
 
 
 class ConfigError(Exception):
-    def __init__(self, findings: list[Finding]) -> None:
+    """The config is invalid, or (`unreadable`) could not be read at all."""
+
+    def __init__(self, findings: list[Finding], unreadable: bool = False) -> None:
         super().__init__("\n".join(str(f) for f in findings))
         self.findings = findings
+        self.unreadable = unreadable
 
 
 def default_path() -> Path:
@@ -95,9 +98,13 @@ def load_config(path: Path | None = None) -> Config:
             [Finding(str(path), 1, 1, "C002", f"refused, running as root: {why}")]
         )
     try:
-        text = path.read_text()
+        text = path.read_bytes().decode("utf-8")
     except OSError as exc:
-        finding = Finding(str(path), 1, 1, "C001", f"cannot read: {exc}")
+        finding = Finding(str(path), 1, 1, "C001", f"cannot read: {exc.strerror}")
+        raise ConfigError([finding], unreadable=True) from exc
+    except UnicodeDecodeError as exc:
+        line = path.read_bytes()[: exc.start].count(b"\n") + 1
+        finding = Finding(str(path), line, 1, "C001", "not UTF-8 text")
         raise ConfigError([finding]) from exc
     doc, findings = load(str(path), text)
     if doc is not None and not findings:
@@ -113,6 +120,15 @@ def load_config(path: Path | None = None) -> Config:
 def _as_config_finding(f: Finding) -> Finding:
     code = "C001" if f.code == "S001" else f.code
     return Finding(f.file, f.line, f.col, code, f.message, f.pointer, f.severity)
+
+
+def _resolve_sqlite(url: str, base: Path) -> str:
+    """`sqlite:///rel.db` names a file relative to the config, like every other
+    path in it; `sqlite:////abs.db` and other databases are kept as they are."""
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and not url.startswith(prefix + "/"):
+        return prefix + str((base / url[len(prefix) :]).resolve())
+    return url
 
 
 def _build(path: Path, raw: dict[str, Any]) -> Config:
@@ -131,7 +147,7 @@ def _build(path: Path, raw: dict[str, Any]) -> Config:
         interval_s=float(raw.get("interval_s", 20)),
         rules_dir=resolve(raw.get("rules_dir", "rules")),
         data_dir=data_dir,
-        database_url=raw.get("database_url", ""),
+        database_url=_resolve_sqlite(raw.get("database_url", ""), base),
         retention_days=float(raw.get("retention_days", 7)),
         dry_run=bool(raw.get("dry_run", False)),
         log_file=(data_dir / log_file) if log_file else None,

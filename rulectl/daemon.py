@@ -165,7 +165,10 @@ def load_kernel_modules(facts: FactsConfig) -> None:
         "rulectl_containers": facts.containers_file.name,
     }
     for result in kernel.load_modules(facts.module_dir, procnames):
-        (log.info if result.loaded else log.warning)(
+        # Modules not built are the usual case on a host without kernel
+        # headers: worth a line, not a warning.
+        quiet = result.loaded or result.message.startswith("not built")
+        (log.info if quiet else log.warning)(
             "kernel module %s: %s", result.module, result.message
         )
 

@@ -163,8 +163,12 @@ def rank(rule: Rule, selected: list[Candidate]) -> list[Candidate]:
     either direction, so it is never taken for the heaviest. Ties: newest
     first, then container id.
     """
-    order = rule.order_by or _DEFAULT_ORDER
+    return sorted(selected, key=_sort_key(rule.order_by or _DEFAULT_ORDER))
 
+
+def _sort_key(
+    order: tuple[tuple[str, bool], ...],
+) -> Callable[[Candidate], tuple]:
     def key(cand: Candidate) -> tuple:
         facts, c = cand.facts, cand.container
         return (
@@ -176,16 +180,28 @@ def rank(rule: Rule, selected: list[Candidate]) -> list[Candidate]:
             c.id,
         )
 
-    return sorted(selected, key=key)
+    return key
 
 
 _UNKNOWN = (1, 0.0)  # sorts after every known value, (0, x)
 
 
 def rule_events(ruleset: RuleSet, candidates: list[Candidate]) -> list[RuleEvent]:
+    """Every rule's selection, ranked, as events.
+
+    All candidates are sorted once per distinct `order_by`, and each rule
+    selects from that order: filtering a stably sorted list gives what
+    sorting the rule's selection would (`rank`), with one sort a tick for
+    rules that share an order instead of one per rule.
+    """
+    by_order: dict[tuple[tuple[str, bool], ...], list[Candidate]] = {}
     events = []
     for rule in ruleset.rules:
-        ranked = rank(rule, select(rule, candidates))
+        order = rule.order_by or _DEFAULT_ORDER
+        in_order = by_order.get(order)
+        if in_order is None:
+            in_order = by_order[order] = sorted(candidates, key=_sort_key(order))
+        ranked = select(rule, in_order)
         total = len(ranked)
         for i, cand in enumerate(ranked):
             events.append(
@@ -384,7 +400,7 @@ class Decider:
         # One record of facts per container, copied into each of its decisions.
         records: dict[int, dict[str, Any]] = {}
         decisions: list[Decision] = []
-        claimed: set[str] = set()
+        claimed: dict[str, str] = {}  # container id -> the rule that took it
         for rule in self.ruleset.rules:
             ranked = sorted(hits_of.get(rule.name, ()), key=_by_rank)
             texts = self._texts.get(rule.name)
@@ -409,9 +425,11 @@ class Decider:
                     )
                 elif ev.container_id in claimed:
                     decision.outcome, decision.held = "skipped", True
-                    decision.detail = "already acted on by an earlier rule this tick"
-                else:
-                    claimed.add(ev.container_id)
+                    decision.detail = (
+                        f"already taken by rule {claimed[ev.container_id]} this tick"
+                    )
+                elif rule.action != "log":  # recording claims nothing
+                    claimed[ev.container_id] = rule.name
                 decisions.append(decision)
         return decisions
 

@@ -165,6 +165,9 @@ class _Parser:
         if kind != "op":
             raise ExprError("R001", f"expected a comparison after {left[1]!r}", col)
         right = self._take()
+        for token in (left, right):
+            if token[0] in ("op", "paren"):
+                raise ExprError("R001", f"unexpected {token[1]!r}", token[2])
         if left[0] == "word" and right[0] != "word":
             field_token, literal, opr = left, right, op
         elif right[0] == "word" and left[0] != "word":

@@ -24,8 +24,11 @@ Units and definitions, used everywhere in rulectl:
 
 from __future__ import annotations
 
+import json
+import math
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from types import UnionType
+from typing import Any, Union, get_args, get_origin, get_type_hints
 
 FACTS_VERSION = 1
 
@@ -118,6 +121,11 @@ class Snapshot:
             _build(ContainerFacts, c, f"/containers/{i}")
             for i, c in enumerate(doc.get("containers") or [])
         ]
+        seen: set[str] = set()
+        for i, c in enumerate(containers):
+            if c.id in seen:
+                raise FactsError(f"/containers/{i}/id", f"container {c.id} twice")
+            seen.add(c.id)
         processes = [
             _build(ProcessFacts, p, f"/processes/{i}")
             for i, p in enumerate(doc.get("processes") or [])
@@ -176,10 +184,11 @@ _OPTIONAL = {
 def _build(kind: type, raw: Any, pointer: str) -> Any:
     if not isinstance(raw, dict):
         raise FactsError(pointer, "expected an object")
+    hints = get_type_hints(kind)
     values = {}
     for name in kind.__dataclass_fields__:
         if name in raw:
-            values[name] = raw[name]
+            values[name] = _checked(raw[name], hints[name], f"{pointer}/{name}")
         elif name in _OPTIONAL[kind]:
             default = _OPTIONAL[kind][name]
             values[name] = (
@@ -190,6 +199,45 @@ def _build(kind: type, raw: Any, pointer: str) -> Any:
     if kind is HostFacts and values["mem_used_kb"] is None:
         values["mem_used_kb"] = values["mem_total_kb"] - values["mem_free_kb"]
     return kind(**values)
+
+
+def _checked(value: Any, hint: Any, pointer: str) -> Any:
+    """The value if it has the field's type; numbers must be finite."""
+    options = get_args(hint) if get_origin(hint) in (UnionType, Union) else (hint,)
+    if value is None and type(None) in options:
+        return value
+    for option in options:
+        origin = get_origin(option) or option
+        if origin is float and _is_number(value):
+            if not math.isfinite(value):
+                raise FactsError(pointer, f"expected a finite number, got {value}")
+            return float(value)
+        if origin is int and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if origin is str and isinstance(value, str):
+            return value
+        if origin is dict and isinstance(value, dict):
+            if all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+                return dict(value)
+            raise FactsError(pointer, "expected strings as keys and values")
+        if origin is list and isinstance(value, list):
+            if all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+                return list(value)
+            raise FactsError(pointer, "expected a list of whole numbers")
+    names = {
+        float: "a number",
+        int: "a whole number",
+        str: "a string",
+        dict: "an object",
+        list: "a list",
+        type(None): "null",
+    }
+    wanted = " or ".join(names.get(get_origin(o) or o, str(o)) for o in options)
+    raise FactsError(pointer, f"expected {wanted}, got {json.dumps(value)[:40]}")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 @dataclass

@@ -240,10 +240,16 @@ def load_rules(paths: list[Path]) -> Result:
         if not schema_findings:
             docs.append(doc)
 
-    if any(f.severity == "error" for f in findings):
-        return Result(None, findings)
+    # Semantics are checked on every file that passed the earlier stages, so
+    # one broken file does not hide the findings of the others. A type may be
+    # defined in a file that did not pass: unknown types are then not named.
+    earlier_failed = any(f.severity == "error" for f in findings)
     ruleset, semantic_findings = _build_ruleset(docs, hashes)
-    findings += semantic_findings
+    if earlier_failed:
+        semantic_findings = [f for f in semantic_findings if f.code != "R004"]
+    findings = sorted(
+        findings + semantic_findings, key=lambda f: (f.file, f.line, f.col)
+    )
     if any(f.severity == "error" for f in findings):
         return Result(None, findings)
     return Result(ruleset, findings)
@@ -292,6 +298,13 @@ def _explain(error: jsonschema.ValidationError, pointer: str) -> tuple[str, str,
         case "enum":
             options = ", ".join(map(str, error.validator_value))
             return f"expected one of {options}, got {error.instance!r}", pointer, False
+        case "minimum" | "exclusiveMinimum":
+            bound = "at least" if error.validator == "minimum" else "more than"
+            return (
+                f"expected {bound} {error.validator_value}, got {error.instance}",
+                pointer,
+                False,
+            )
         case "const":
             return f"expected {error.validator_value!r}", pointer, False
         case "minLength":

@@ -315,13 +315,11 @@ def _start(
     for _ in range(NAME_ATTEMPTS):
         name = f"rulectl-{workload_type}-{rng.getrandbits(24):06x}"
         try:
-            container = client.containers.run(
+            container = client.containers.create(
                 cfg.image_tag(workload_type),
                 command=_command(cfg, workload_type),
                 name=name,
                 labels=labels,
-                detach=True,
-                auto_remove=False,
                 mem_limit=f"{_mem_limit_mib(cfg, workload_type)}m",
                 # The test load talks to nobody; without a network it also
                 # starts when the engine's bridge is unavailable.
@@ -332,6 +330,13 @@ def _start(
             if exc.status_code == 409 and "already in use" in str(exc):
                 log.info("container name %s is taken, drawing another", name)
                 continue
+            raise WorkloadError(f"could not create {name}: {exc}") from exc
+        try:
+            container.start()
+        except docker.errors.APIError as exc:
+            # Leave nothing half-made behind: a created container that never
+            # ran would sit there, invisible to the rules, until removed.
+            container.remove(force=True)
             raise WorkloadError(f"could not start {name}: {exc}") from exc
         log.debug("started %s (%s)", name, container.id[:12])
         return SpawnedContainer(id=container.id, name=name, type=workload_type)

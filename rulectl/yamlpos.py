@@ -34,7 +34,9 @@ class Finding:
 
     def __str__(self) -> str:
         where = f"{self.pointer}: " if self.pointer else ""
-        return f"{self.file}:{self.line}:{self.col}: {self.code}: {where}{self.message}"
+        # One finding, one line: a message never spans two.
+        message = " ".join(self.message.split("\n"))
+        return f"{self.file}:{self.line}:{self.col}: {self.code}: {where}{message}"
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parent.parent
 SNAPSHOT = REPO / "tests" / "fixtures" / "snapshot.json"
 
@@ -75,3 +77,40 @@ def test_a_broken_snapshot_is_refused_with_its_place(tmp_path):
     out = dry_run("--facts", str(bad))
     assert out.returncode == 2
     assert "/containers/3/id: required field is missing" in out.stderr
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        (
+            "cpu_percent",
+            "lots",
+            '/containers/0/cpu_percent: expected a number or null, got "lots"',
+        ),
+        ("labels", None, "/containers/0/labels: expected an object, got null"),
+        (
+            "mem_percent",
+            "Infinity",
+            "/containers/0/mem_percent: expected a finite number",
+        ),
+        ("id", "01" * 32 + "x", None),
+    ],
+)
+def test_a_snapshot_with_wrong_types_is_refused_with_its_place(
+    tmp_path, field, value, message
+):
+    text = SNAPSHOT.read_text()
+    doc = json.loads(text)
+    if field == "id":  # the same container twice
+        doc["containers"][1]["id"] = doc["containers"][0]["id"]
+        message = f"/containers/1/id: container {'01' * 32} twice"
+        bad_text = json.dumps(doc)
+    else:
+        doc["containers"][0][field] = value
+        bad_text = json.dumps(doc).replace('"Infinity"', "Infinity")
+    bad = tmp_path / "bad.json"
+    bad.write_text(bad_text)
+    out = dry_run("--facts", str(bad))
+    assert out.returncode == 2
+    assert message in out.stderr
+    assert "Traceback" not in out.stderr

@@ -135,7 +135,7 @@ def test_a_container_is_acted_on_once_per_tick(tmp_path):
     )
     assert [(d.rule, d.outcome, d.detail) for d in decisions] == [
         ("first", "pending", ""),
-        ("second", "skipped", "already acted on by an earlier rule this tick"),
+        ("second", "skipped", "already taken by rule first this tick"),
     ]
 
 
@@ -164,3 +164,23 @@ def test_reason_explains_rank_and_condition():
     )
     # c3 was taken by keep-two-high; runaway-memory needs cpu > 5 anyway.
     assert ("runaway-memory", "c3") not in by_rule
+
+
+def test_a_log_rule_records_without_taking_the_container(tmp_path):
+    (tmp_path / "r.yaml").write_text(
+        textwrap.dedent("""
+        version: 1
+        types: {low: {label: {rulectl.type: low}}}
+        rules:
+          - {name: note, select: {}, when: "mem_percent > 1", action: log}
+          - {name: keep-none, select: {type: low}, keep: 0, action: remove}
+    """)
+    )
+    ruleset = load_rules([tmp_path]).ruleset
+    decisions = Decider(ruleset, DurableMatcher(ruleset)).decide(
+        snapshot(container(1, "low", 1.0, 5.0))
+    )
+    assert [(d.rule, d.outcome) for d in decisions] == [
+        ("note", "pending"),
+        ("keep-none", "pending"),
+    ]
