@@ -7,6 +7,7 @@ without its engine has tested nothing.
 
 from __future__ import annotations
 
+import subprocess
 import uuid
 from collections.abc import Iterator
 
@@ -49,3 +50,14 @@ def test_labels(docker_client: docker.DockerClient) -> Iterator[dict[str, str]]:
             docker_client.api.remove_container(summary["Id"], force=True)
         except docker.errors.NotFound:
             pass
+
+
+@pytest.fixture
+def saved_crontab() -> Iterator[None]:
+    """Root's crontab as it was before the test, put back afterwards."""
+    before = subprocess.run(["crontab", "-l"], capture_output=True)
+    yield
+    if before.returncode == 0:
+        subprocess.run(["crontab", "-"], input=before.stdout, check=True)
+    else:
+        subprocess.run(["crontab", "-r"], capture_output=True)

@@ -64,16 +64,6 @@ def crontab_text() -> str:
 
 
 @pytest.fixture
-def saved_crontab():
-    before = subprocess.run(["crontab", "-l"], capture_output=True)
-    yield
-    if before.returncode == 0:
-        subprocess.run(["crontab", "-"], input=before.stdout, check=True)
-    else:
-        subprocess.run(["crontab", "-r"], capture_output=True)
-
-
-@pytest.fixture
 def protected_grafana(docker_client, test_labels):
     """A container protected by the default `grafana*` name glob. Its name is
     unique so that a real Grafana on the host is never touched by the tests."""

@@ -188,16 +188,6 @@ class Daemon:
 
 
 @pytest.fixture
-def saved_crontab():
-    before = subprocess.run(["crontab", "-l"], capture_output=True)
-    yield
-    if before.returncode == 0:
-        subprocess.run(["crontab", "-"], input=before.stdout, check=True)
-    else:
-        subprocess.run(["crontab", "-r"], capture_output=True)
-
-
-@pytest.fixture
 def clean_engine(docker_client):
     workload.remove_managed(docker_client)
     workload.ensure_images(docker_client, workload.WorkloadConfig())
