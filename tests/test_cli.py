@@ -71,3 +71,39 @@ def test_a_closed_pipe_is_not_a_traceback():
     )
     assert out.stdout == "{\n"
     assert "Traceback" not in out.stderr
+
+
+def test_why_lists_every_decision_about_a_container_newest_first(tmp_path):
+    from rulectl.model import ContainerFacts, Decision, HostFacts, Snapshot
+    from rulectl.store import Store
+
+    config = tmp_path / "config.yaml"
+    config.write_text("data_dir: data\n")
+    (tmp_path / "data").mkdir()
+    store = Store(f"sqlite:///{tmp_path / 'data' / 'rulectl.db'}", host="node-1")
+    cid = "ab" * 32
+    snap = Snapshot(
+        100.0,
+        HostFacts("node-1", 2, 1000, 500, 500, 1.0),
+        [ContainerFacts(cid, "low-9", "img", {}, 90.0, [7], 0.1, 10, 1.0, 20)],
+        [],
+    )
+    first = Decision("runaway-memory", "stop", cid, "low-9", 1, "`x` holds", {})
+    first.outcome, first.detail = "skipped", "condition held 1 of 2"
+    second = Decision("keep-three-low", "remove", cid, "low-9", 1, "rank 1 of 4", {})
+    second.outcome, second.detail = "done", "stopped and removed"
+    store.record_tick(1, snap, {}, [first], 1733318400.0)
+    store.record_tick(2, snap, {}, [second], 1733318420.0)
+    store.close()
+
+    out = rulectl("why", "low-9", "--config", str(config))
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert (
+        "remove low-9 (abababababab) by rule keep-three-low, rank 1: done" in lines[0]
+    )
+    assert lines[1] == "    why: rank 1 of 4"
+    assert (
+        "stop low-9 (abababababab) by rule runaway-memory, rank 1: skipped" in lines[4]
+    )
+    assert rulectl("why", "nobody", "--config", str(config)).returncode == 1
