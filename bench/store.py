@@ -143,7 +143,11 @@ def run(n_containers: int, n_processes: int, repeat: int, workdir: Path) -> list
     floor = SqliteFloor(floor_path, "bench")
 
     ours, theirs = compare(
-        _Ticks(lambda tick, snap, ty: store.record_tick(tick, snap, ty, []), snapshot, types),
+        _Ticks(
+            lambda tick, snap, ty: store.record_tick(tick, snap, ty, []),
+            snapshot,
+            types,
+        ),
         _Ticks(floor.record_tick, snapshot, types),
         repeat,
     )

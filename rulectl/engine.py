@@ -511,7 +511,7 @@ class _RuleTexts:
             )
         if rule.when is not None:
             facts = ev.facts
-            shown = ", ".join(f"{f}={_fmt(facts.get(f))}" for f in self.fields)
+            shown = ", ".join([f"{f}={_fmt(facts.get(f))}" for f in self.fields])
             held = f" for {streak} ticks" if rule.for_ticks > 1 else ""
             parts.append(f"`{rule.when_text}` holds{held} ({shown})")
         return "; ".join(parts)
