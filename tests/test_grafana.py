@@ -215,7 +215,9 @@ class RealRun:
 
 
 @pytest.fixture(scope="module")
-def real_run(engine: Engine, tmp_path_factory: pytest.TempPathFactory) -> RealRun:
+def real_run(
+    engine: Engine, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RealRun]:
     """`rulectl run` for three ticks over 5 low, 3 high-mem and 2 high-cpu
     containers: the first tick removes 2 low and 3 high ones."""
     labels = {TEST_LABEL: uuid.uuid4().hex}
@@ -256,12 +258,13 @@ def real_run(engine: Engine, tmp_path_factory: pytest.TempPathFactory) -> RealRu
     stopped_s = time.time()
     assert daemon.returncode == 0, output
 
-    return RealRun(
+    yield RealRun(
         db=db,
         from_ms=int((started_s - 60) * 1000),
         to_ms=int((stopped_s + 60) * 1000),
         spawned=spawned,
     )
+    workload.remove_managed(engine.client, extra_labels=labels)
 
 
 def _wait_for_ticks(db: Path, ticks: int, daemon: subprocess.Popen) -> None:
