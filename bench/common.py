@@ -8,9 +8,11 @@ times on a shared 2-core machine are noise.
     Row field     meaning
     rulectl_s     median seconds of rulectl's side (None: not measured)
     peer_s        median seconds of the peer (None: the row has no peer)
-    ratio         peer_s / rulectl_s: how many times faster rulectl is;
-                  for rows that compare rulectl with its own limit (memory,
-                  daemon) the row says what `value` holds instead
+    ratio         peer_s / rulectl_s, how many times faster rulectl is; for a
+                  row against a floor (the least work that gives the same
+                  result) rulectl_s / peer_s, how many times the floor's
+                  time rulectl takes: `ratio_means` says which. Rows judged
+                  against a limit of their own (memory, daemon) set `value`
     target        the target in words, and `met` whether it was reached
 """
 
@@ -36,6 +38,7 @@ class Row:
     rulectl_s: float | None = None
     peer_s: float | None = None
     ratio: float | None = None
+    ratio_means: str = "times faster than the peer (peer_s / rulectl_s)"
     value: float | None = None  # for rows judged on a number, not a ratio
     unit: str = ""
     met: bool | None = None
@@ -47,6 +50,12 @@ class Row:
         if self.rulectl_s and self.peer_s is not None:
             self.ratio = self.peer_s / self.rulectl_s
             self.met = self.ratio >= at_least
+
+    def judge_floor(self, at_most: float) -> None:
+        if self.rulectl_s and self.peer_s:
+            self.ratio = self.rulectl_s / self.peer_s
+            self.ratio_means = "times the floor's time (rulectl_s / peer_s)"
+            self.met = self.ratio <= at_most
 
 
 def median(values: list[float]) -> float:
@@ -104,8 +113,10 @@ def fmt_s(seconds: float | None) -> str:
 
 
 def fmt_ratio(row: Row) -> str:
+    if row.ratio is not None and row.ratio_means.startswith("times the floor"):
+        return f"{row.ratio:.2f}× the floor"
     if row.ratio is not None:
-        return f"{row.ratio:.1f}×"
+        return f"{row.ratio:.1f}× faster"
     if row.value is not None:
         return f"{row.value:.3g} {row.unit}".strip()
     return "—"
