@@ -240,8 +240,9 @@ def test_high_cpu_container_burns_a_core_and_low_one_does_not(
 
     usage = cores_used(cpu_pids + low_pids)
 
-    # Two busy loops on this 2-core host: each gets most of a core.
-    assert all(cores > 0.5 for cores in usage[: len(cpu_pids)]), usage
+    # A busy loop runs whenever it gets a core; on a loaded 2-core host that
+    # can be well under one, but never near the idle ones' nothing.
+    assert all(cores > 0.2 for cores in usage[: len(cpu_pids)]), usage
     assert all(cores < 0.05 for cores in usage[len(cpu_pids) :]), usage
 
 
