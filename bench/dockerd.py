@@ -1,10 +1,11 @@
 """A private Docker engine for the benchmarks that need containers.
 
 It has its own data root, exec root (so its own containerd), socket and pid
-file under one temporary directory, no bridge and no iptables rules: nothing
-it does touches the host's engine or network, and the daemon row can run
-rulectl against it (rulectl's shut-down removes every rulectl.managed
-container of the engine it talks to, which here holds only ours).
+file under one temporary directory, no bridge and no iptables rules, and it
+runs in a network namespace of its own: a dockerd started without a bridge
+deletes the host's `docker0`, which would cut the host engine's containers
+off; inside its own namespace there is no docker0 to delete. Containers
+started there use no network. Nothing it does touches the host's engine.
 """
 
 from __future__ import annotations
@@ -36,6 +37,11 @@ def private_dockerd(label: str) -> Iterator[tuple[object, str]]:
     log = (root / "dockerd.log").open("wb")
     proc = subprocess.Popen(
         [
+            # A network namespace of its own, nothing else: `ip netns exec`
+            # would also remount /sys, hiding the cgroups dockerd needs.
+            "unshare",
+            "--net",
+            "--",
             "dockerd",
             f"--data-root={root / 'data'}",
             f"--exec-root={root / 'exec'}",

@@ -2,17 +2,16 @@
 
     python3 scripts/soak.py [--minutes 60] [--interval 20] [--per-minute 10]
 
-It starts a Docker engine of its own (its own socket and data directory,
-so nothing else on the host is touched), runs `rulectl run` against it with
-the shipped rules, and starts 10 test containers of random types every
-minute, as the cron job would. After every tick it checks that no more than
-3 low and 2 high test containers run (exactly that many once enough were
-started); every 10 s it samples the daemon's RSS, open
-files and CPU time. At the end it stops the daemon with SIGTERM and prints
-(and writes to soak-result.json) the figures the README quotes:
-
-    ticks expected / stored, count violations, RSS and open files at start,
-    at the end and at most, average CPU, exit status and stop time.
+It starts a Docker engine of its own (bench/dockerd.py: its own socket, data
+directory and network namespace, so nothing else on the host is touched),
+runs `rulectl run` against it with the shipped rules, and starts 10 test
+containers of random types every minute, as the cron job would. After every
+tick it checks that no more than 3 low and 2 high test containers run
+(exactly that many once enough were started); every 10 s it samples the
+daemon's RSS, open files and CPU time. At the end it stops the daemon with
+SIGTERM and prints (and writes to soak-result.json) the figures the README
+quotes: ticks expected and stored, count violations, RSS and open files at
+start, at the end and at most, average CPU, exit status and stop time.
 
 The high-CPU test containers are capped at a fifth of a core each, so that
 a 2-core host stays usable; they are still the busiest containers.
@@ -39,39 +38,10 @@ import docker
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.dockerd import private_dockerd  # noqa: E402
 from rulectl import workload  # noqa: E402
 
 HIGH = ("high-cpu", "high-mem")
-
-
-def start_engine(root: Path) -> tuple[subprocess.Popen, str]:
-    sock = root / "docker.sock"
-    log = open(root / "dockerd.log", "wb")  # noqa: SIM115 - lives as long as dockerd
-    engine = subprocess.Popen(
-        [
-            "dockerd",
-            f"--data-root={root / 'data'}",
-            f"--exec-root={root / 'exec'}",
-            f"--pidfile={root / 'dockerd.pid'}",
-            f"--host=unix://{sock}",
-            "--bridge=none",
-            "--iptables=false",
-            "--ip6tables=false",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    url = f"unix://{sock}"
-    for _ in range(120):
-        try:
-            docker.DockerClient(base_url=url, timeout=30).ping()
-            return engine, url
-        except Exception:  # noqa: BLE001 - not up yet
-            time.sleep(0.5)
-    engine.kill()
-    raise SystemExit(f"the soak's dockerd did not start; see {root / 'dockerd.log'}")
 
 
 def proc_figures(pid: int) -> tuple[int, int, float]:
@@ -111,9 +81,12 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=REPO / "soak-result.json")
     args = parser.parse_args()
 
+    with private_dockerd("soak") as (client, url):
+        return soak(args, client, url)
+
+
+def soak(args: argparse.Namespace, client: docker.DockerClient, url: str) -> int:
     root = Path(tempfile.mkdtemp(prefix="rulectl-soak-", dir="/tmp"))
-    engine, url = start_engine(root)
-    client = docker.DockerClient(base_url=url, timeout=60)
     cfg = workload.WorkloadConfig(high_mem_mib=64, cpu_limit=0.2)
     workload.ensure_images(client, cfg)
 
@@ -170,12 +143,6 @@ def main() -> int:
     finally:
         if daemon.poll() is None:
             daemon.kill()
-        try:
-            for c in client.api.containers(all=True):
-                client.api.remove_container(c["Id"], force=True)
-        finally:
-            engine.terminate()
-            engine.wait(timeout=60)
 
     first, last = samples[1], samples[-1]  # samples[0]: before start-up ended
     result = {
