@@ -106,7 +106,7 @@ def _parser() -> argparse.ArgumentParser:
         "paths",
         nargs="*",
         type=Path,
-        help="test files or directories (default: rule-tests/)",
+        help="test files or directories (default: rule-tests/ next to the config)",
     )
     test.add_argument("--rules", type=Path, help="test these rules instead")
     test.set_defaults(func=cmd_test)
@@ -221,7 +221,8 @@ def cmd_test(args: argparse.Namespace) -> int:
     from rulectl.rules import rule_files
     from rulectl.ruletest import RuleTestError, run_file
 
-    paths = args.paths or [Path("rule-tests")]
+    # Like every path of rulectl's, the default is found next to the config.
+    paths = args.paths or [load_config(args.config).path.parent / "rule-tests"]
     missing = [p for p in paths if not p.exists()]
     if missing:
         print(f"rulectl: no such file or directory: {missing[0]}", file=sys.stderr)

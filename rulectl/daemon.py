@@ -389,6 +389,8 @@ class Daemon:
                 (log.error if f.severity == "error" else log.warning)("%s", f)
             return False
         new = result.ruleset
+        for f in result.findings:  # warnings only, once the set is accepted
+            log.warning("%s", f)
         if new.file_hashes == self.ruleset.file_hashes:
             log.info("reload (%s): the rule files did not change", why)
             return False
@@ -508,7 +510,7 @@ class Daemon:
                 self.actor.carry_out(d)
                 systemd.notify_watchdog()  # a tick of many stops is alive too
                 if d.outcome == "done":
-                    self.guard.acted(d.container_id)
+                    self.guard.acted(d)
         self._log_decisions(decisions)
 
         types = {c.container.id: c.type for c in classify(snapshot, self.ruleset)}

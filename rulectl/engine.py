@@ -507,7 +507,7 @@ class _RuleTexts:
             total = ev.rank + ev.keep_position - 1
             parts.append(
                 f"rank {ev.rank} of {total} by [{self.order}], "
-                f"only {rule.keep} are kept"
+                f"only {rule.keep} {'is' if rule.keep == 1 else 'are'} kept"
             )
         if rule.when is not None:
             facts = ev.facts

@@ -125,8 +125,11 @@ class Guard:
             )
         return None
 
-    def acted(self, container_id: str) -> None:
-        """Counts an action carried out, and starts the container's cooldown."""
+    def acted(self, d: Decision) -> None:
+        """Counts an action carried out, and starts the container's cooldown.
+        A `log` decision did nothing to the container: it counts for neither."""
+        if d.action == "log":
+            return
         now = self.clock()
-        self.last_action_s[container_id] = now
+        self.last_action_s[d.container_id] = now
         self.action_times_s.append(now)

@@ -422,7 +422,12 @@ def _build_rule(
         try:
             when = expr_mod.parse(when_text)
         except expr_mod.ExprError as exc:
-            finding(exc.code, f"{base}/when", f"in `when`: {exc}", exc.column)
+            line, col = doc.where_in(f"{base}/when", exc.column)
+            findings.append(
+                Finding(
+                    doc.path, line, col, exc.code, f"in `when`: {exc}", f"{base}/when"
+                )
+            )
         else:
             findings += _lint_when(doc, f"{base}/when", when)
 
@@ -478,8 +483,18 @@ def _lint_rules(rules: list[Rule]) -> list[Finding]:
 
     for i, later in enumerate(rules):
         for earlier in rules[:i]:
-            takes_all = earlier.keep == 0 and earlier.when is None
-            if takes_all and _covers(earlier.select, later.select):
+            acts = earlier.action != "log"
+            # An earlier rule that acts on all it selects (keep: 0), or on all
+            # it selects under the very same condition, leaves nothing to a
+            # later rule over the same containers.
+            acts = earlier.action != "log"
+            takes_all = (earlier.keep == 0 and earlier.when is None) or (
+                earlier.keep is None
+                and later.keep is None
+                and earlier.when is not None
+                and earlier.when == later.when
+            )
+            if acts and takes_all and _covers(earlier.select, later.select):
                 warn(
                     later,
                     "L002",
@@ -495,7 +510,7 @@ def _lint_rules(rules: list[Rule]) -> list[Finding]:
                     f"rules {earlier.name!r} and {later.name!r} both keep a number of "
                     "the same containers: one removes what the other keeps",
                 )
-            elif earlier.keep is None and later.keep is not None:
+            elif earlier.keep is None and later.keep is not None and acts:
                 warn(
                     later,
                     "L004",

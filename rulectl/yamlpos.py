@@ -58,6 +58,20 @@ class Document:
     value: Any
     positions: dict[str, tuple[int, int]] = field(default_factory=dict)
     key_positions: dict[str, tuple[int, int]] = field(default_factory=dict)
+    # Scalar style by pointer: None plain, '"' or "'" quoted, '|' or '>' block.
+    styles: dict[str, str | None] = field(default_factory=dict)
+
+    def where_in(self, pointer: str, offset: int) -> tuple[int, int]:
+        """Line and column of the character `offset` into a scalar's text.
+
+        Exact for plain and quoted one-line scalars; for a block scalar, whose
+        text starts on the next line and may be folded, the indicator's place.
+        """
+        line, col = self.where(pointer)
+        style = self.styles.get(pointer)
+        if style in ("|", ">"):
+            return line, col
+        return line, col + offset + (1 if style in ('"', "'") else 0)
 
     def where(self, pointer: str, key: bool = False) -> tuple[int, int]:
         """Line and column (1-based) of a pointer, or of its nearest ancestor."""
@@ -157,6 +171,7 @@ def _build_mapping(
 def _build_scalar(
     node: yaml.ScalarNode, pointer: str, doc: Document, out: list[Finding]
 ) -> Any:
+    doc.styles[pointer] = node.style
     if node.style is not None:  # quoted or block scalars are always strings
         return node.value
     line, col = node.start_mark.line + 1, node.start_mark.column + 1

@@ -92,7 +92,7 @@ def test_minimum_age():
 
 def test_cooldown_after_an_action():
     g = guard(cooldown_s=60)
-    g.acted(f"{1:064x}")
+    g.acted(decision(1))
     assert review(g, [decision(1)], {1: fresh(1)}) == [
         ("skipped", "cooling down: acted on 0 s ago (cooldown 60 s)")
     ]
@@ -125,7 +125,7 @@ def test_per_minute_limit_counts_actions_of_earlier_ticks():
     first = [decision(n) for n in range(1, 3)]
     assert review(g, first, {1: fresh(1), 2: fresh(2)}) == [("pending", "")] * 2
     for d in first:
-        g.acted(d.container_id)
+        g.acted(d)
 
     now[0] += 20
     second = [decision(n) for n in range(3, 6)]
@@ -154,3 +154,9 @@ def test_a_container_docker_cannot_answer_for_is_left_alone():
     assert [(d.outcome, d.detail) for d in decisions] == [
         ("skipped", "cannot check the container with Docker: Docker is restarting")
     ]
+
+
+def test_a_logged_container_gets_no_cooldown_and_uses_no_budget():
+    g = guard(max_actions_per_minute=1)
+    g.acted(decision(1, action="log"))
+    assert review(g, [decision(1)], {1: fresh(1)}) == [("pending", "")]

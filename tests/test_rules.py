@@ -266,7 +266,7 @@ def test_validate_command_prints_findings_and_exits_1_then_0(tmp_path):
     ]
     out = subprocess.run(cmd + [str(bad)], capture_output=True, text=True)
     assert out.returncode == 1
-    assert out.stdout.splitlines()[0].startswith(f"{bad}:5:11: R002: /rules/0/when:")
+    assert out.stdout.splitlines()[0].startswith(f"{bad}:5:12: R002: /rules/0/when:")
     assert out.stdout.splitlines()[-1] == "1 rule files checked: 1 errors, 0 warnings"
 
     as_json = subprocess.run(
@@ -275,7 +275,7 @@ def test_validate_command_prints_findings_and_exits_1_then_0(tmp_path):
     finding = json.loads(as_json.stdout)["findings"][0]
     assert {k: finding[k] for k in ("line", "col", "code", "severity", "pointer")} == {
         "line": 5,
-        "col": 11,
+        "col": 12,
         "code": "R002",
         "severity": "error",
         "pointer": "/rules/0/when",
@@ -344,3 +344,41 @@ def test_cpu_percent_above_what_this_host_can_reach_is_flagged(tmp_path, monkeyp
     result = load_rules([tmp_path])
     assert [(f.code, f.pointer) for f in result.findings] == [("L001", "/rules/0/when")]
     assert result.findings[0].message.endswith("CPU % (100 per core) tops at 400")
+
+
+def test_a_when_finding_points_at_the_word_itself(tmp_path):
+    write(
+        tmp_path,
+        """
+        version: 1
+        rules:
+          - {name: a, select: {}, action: log, when: "mem_percent > 40 and cpu_pct > 5"}
+          - {name: b, select: {}, action: log, when: mem_percent > 40 and cpu_pct > 5}
+          - name: c
+            select: {}
+            action: log
+            when: >-
+              mem_percent > 40 and
+              cpu_pct > 5
+        """,
+    )
+    found = [(f.line, f.col) for f in load_rules([tmp_path]).findings]
+    # Quoted: past the quote; plain: as is; block: the indicator's place.
+    assert found == [(3, 68), (4, 67), (8, 11)]
+
+
+def test_log_rules_neither_shadow_nor_fight_and_equal_conditions_shadow(tmp_path):
+    write(
+        tmp_path,
+        """
+        version: 1
+        types: {low: {label: {t: low}}}
+        rules:
+          - {name: note, select: {}, when: "cpu_percent > 50", action: log}
+          - {name: keeper, select: {type: low}, keep: 2, action: remove}
+          - {name: first, select: {}, when: "mem_percent > 10", action: kill}
+          - {name: again, select: {type: low}, when: "mem_percent > 10", action: stop}
+        """,
+    )
+    result = load_rules([tmp_path])
+    assert [(f.code, f.pointer) for f in result.findings] == [("L002", "/rules/3")]
