@@ -14,8 +14,9 @@ dockerd_wait_s="${RULECTL_DOCKERD_WAIT_S:-60}"
 
 packages=(
 	docker.io cron gcc libc6-dev python3 python3-pip
-	# systemd-analyze and the unit directory, for verifying the unit file
-	systemd
+	# systemd-analyze and the unit directory, for verifying the unit file;
+	# a Debian root booted with systemd-nspawn, for running the service
+	systemd systemd-container debootstrap
 	# used by the kernel-module tests (booted under QEMU)
 	qemu-system-x86 busybox-static cpio linux-image-amd64
 	linux-headers-amd64
