@@ -3,6 +3,7 @@
 What `rulectl install [--root DIR]` puts where (DIR defaults to /):
 
   usr/local/bin/rulectl               wrapper: execs this Python with -m rulectl
+  usr/lib/rulectl/python/rulectl/     the program itself, copied from the checkout
   etc/rulectl/config.yaml             the checkout's config, paths made absolute
   etc/rulectl/rules/                  the checkout's rule files
   etc/systemd/system/rulectl.service  systemd/rulectl.service
@@ -13,9 +14,13 @@ What `rulectl install [--root DIR]` puts where (DIR defaults to /):
 The wrapper, not pip's console script: pip writes that script next to the
 interpreter (a virtualenv's or pyenv's bin/), which is neither a fixed path
 the unit can name nor on systemd's PATH. The wrapper pins the very
-interpreter that has rulectl and durable-rules' C extension installed, and
-`exec`s it, so the daemon keeps the PID systemd started (NotifyAccess=main).
-Installing with another Python means running `rulectl install` with it.
+interpreter that has rulectl's dependencies (durable-rules' C extension
+among them) installed, and `exec`s it, so the daemon keeps the PID systemd
+started (NotifyAccess=main). Installing with another Python means running
+`rulectl install` with it. The program is copied, not imported from the
+checkout: the service must not depend on where the checkout is, or on it
+staying there (an editable install under /tmp is invisible to a unit with
+PrivateTmp=yes).
 
 Who owns a file is decided by installed.json, which holds the SHA-256 and
 mode of every file as written:
@@ -180,6 +185,10 @@ def default_source() -> Path:
     return Path(__file__).resolve().parent.parent
 
 
+# Where the program is copied, relative to the install root.
+PROGRAM_DIR_REL = "usr/lib/rulectl/python"
+
+
 def plan(source: Path, python: str = sys.executable) -> list[Item]:
     """Every file install would write, with its bytes; reads only `source`."""
     config = source / "config.yaml"
@@ -187,10 +196,11 @@ def plan(source: Path, python: str = sys.executable) -> list[Item]:
     for needed in (config, unit, source / "rules"):
         if not needed.exists():
             raise InstallError(f"{source} is not a rulectl checkout: no {needed.name}")
-    _check_importable(python)
+    _check_importable(python, source)
 
     items = [
         Item(PurePosixPath("usr/local/bin/rulectl"), wrapper_script(python), 0o755),
+        *_tree_items(source / "rulectl", PurePosixPath(PROGRAM_DIR_REL) / "rulectl"),
         # 0640: database_url may carry a password.
         Item(
             PurePosixPath("etc/rulectl/config.yaml"),
@@ -244,6 +254,7 @@ def wrapper_script(python: str) -> bytes:
         "#!/bin/sh\n"
         "# rulectl, written by `rulectl install`: runs the Python that has\n"
         "# rulectl installed. exec keeps the PID (systemd NotifyAccess=main).\n"
+        f"PYTHONPATH=/{PROGRAM_DIR_REL} "
         f'exec {shlex.quote(python)} -P -m rulectl "$@"\n'
     ).encode()
 
@@ -353,13 +364,13 @@ def _check_config(text: str) -> None:
             raise InstallError(f"the installed config would be invalid: {exc}") from exc
 
 
-def _check_importable(python: str) -> None:
-    """The wrapper's interpreter imports rulectl from anywhere, not only from
-    the checkout (as it would if rulectl were not pip-installed)."""
+def _check_importable(python: str, source: Path) -> None:
+    """The wrapper's interpreter has every dependency of the program."""
     try:
         result = subprocess.run(
-            [python, "-P", "-c", "import rulectl"],
+            [python, "-P", "-c", "import rulectl.daemon, rulectl.status"],
             cwd="/",
+            env={**os.environ, "PYTHONPATH": str(source)},
             capture_output=True,
             text=True,
             timeout=60,
@@ -368,8 +379,8 @@ def _check_importable(python: str) -> None:
         raise InstallError(f"cannot run {python}: {exc}") from exc
     if result.returncode != 0:
         raise InstallError(
-            f"{python} cannot import rulectl outside the checkout; install the "
-            f"package first (pip install -e .): {result.stderr.strip()[-300:]}"
+            f"{python} lacks rulectl's dependencies; install them first "
+            f"(pip install -e .): {result.stderr.strip()[-300:]}"
         )
 
 

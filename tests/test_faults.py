@@ -286,7 +286,8 @@ def test_a_full_disk_stops_recording_not_deciding(
     filler = small_disk / "filler"
     try:
         daemon.wait_for_ticks(2)
-        with open(filler, "wb") as f:
+        # Unbuffered: nothing is left to write (and fail) when it is closed.
+        with open(filler, "wb", buffering=0) as f:
             try:
                 while True:
                     f.write(b"\0" * 65536)

@@ -116,6 +116,8 @@ def machine(docker_client) -> Iterator[Machine]:
 
 def test_install_start_reload_stop_uninstall_under_systemd(machine):
     rulectl = f"{sys.executable} -m rulectl"
+    # The root is kept between runs: start from nothing installed.
+    machine.sh(f"systemctl stop rulectl; cd {REPO} && {rulectl} uninstall --purge")
     installed = machine.sh(f"cd {REPO} && {rulectl} install")
     assert installed.returncode == 0, installed.stdout + installed.stderr
     assert "running systemctl enable rulectl.service" in installed.stdout
