@@ -58,6 +58,17 @@ def write_config(tmp_path: Path, interval_s: float = 2, **extra: str) -> Path:
     return path
 
 
+def run_once(config: Path) -> subprocess.CompletedProcess:
+    """`rulectl run --once`, from / as systemd would start it."""
+    return subprocess.run(
+        [sys.executable, "-m", "rulectl", "run", "--once", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd="/",
+    )
+
+
 def crontab_text() -> str:
     out = subprocess.run(["crontab", "-l"], capture_output=True, text=True)
     return out.stdout if out.returncode == 0 else ""
@@ -267,13 +278,7 @@ def replay_json(config: Path, db: Path) -> dict:
 def test_run_once_performs_one_tick_and_exits_zero(docker_client, tmp_path):
     config = write_config(tmp_path)
     crontab_before = crontab_text()
-    out = subprocess.run(
-        [sys.executable, "-m", "rulectl", "run", "--once", "--config", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd="/",
-    )
+    out = run_once(config)
     assert out.returncode == 0, out.stderr
     con = sqlite3.connect(tmp_path / "data" / "rulectl.db")
     assert con.execute("select tick from host_samples").fetchall() == [(1,)]
@@ -284,13 +289,7 @@ def test_run_once_performs_one_tick_and_exits_zero(docker_client, tmp_path):
 
 def test_unreachable_docker_gives_a_clear_message_not_a_traceback(tmp_path):
     config = write_config(tmp_path, docker='{url: "unix:///nonexistent/docker.sock"}')
-    out = subprocess.run(
-        [sys.executable, "-m", "rulectl", "run", "--once", "--config", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd="/",
-    )
+    out = run_once(config)
     assert out.returncode == 2
     assert (
         "cannot reach Docker at unix:///nonexistent/docker.sock (attempt 1)"
@@ -329,13 +328,7 @@ def test_invalid_rules_at_start_up_exit_2_with_every_finding(tmp_path):
         "version: 1\nrules:\n  - name: a\n    select: {}\n    when: 'bogus > 1'\n"
         "    action: log\n  - name: b\n    select: {}\n    keep: 010\n    action: log\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-m", "rulectl", "run", "--once", "--config", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd="/",
-    )
+    out = run_once(config)
     assert out.returncode == 2
     assert "Y004: /rules/1/keep" in out.stderr
     assert "cannot start: the rules in" in out.stderr
