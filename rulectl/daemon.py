@@ -45,7 +45,7 @@ from rulectl.collect import (
     docker_lister,
 )
 from rulectl.config import Config, ConfigError, FactsConfig, load_config
-from rulectl.engine import Decider, DurableMatcher, classify
+from rulectl.engine import Decider, DurableMatcher
 from rulectl.guard import Guard
 from rulectl.model import Decision, Snapshot
 from rulectl.rules import RuleSet, diff_rulesets, load_rules
@@ -513,7 +513,8 @@ class Daemon:
                     self.guard.acted(d)
         self._log_decisions(decisions)
 
-        types = {c.container.id: c.type for c in classify(snapshot, self.ruleset)}
+        # The decider classified this snapshot already; its types are stored.
+        types = {c.container.id: c.type for c in self.decider.candidates}
         self.unsaved.append(
             UnsavedTick(self.tick_no, snapshot, types, decisions, time.time())
         )
